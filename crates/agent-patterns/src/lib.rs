@@ -1,0 +1,36 @@
+//! Production infrastructure for AI agents, in one dependency.
+//!
+//! This facade re-exports the workspace's crates so an application can depend
+//! on one package and switch parts on with cargo features. The core types
+//! (errors, messages, the environment trait, the reducer architecture and
+//! agent metrics) are at the root; each other crate is a module behind a
+//! feature of the same name.
+//!
+//! `use composable_rust_agent_patterns::*;` brings the core types, `Arc`,
+//! `Duration` and `async_trait`.
+//!
+//! # Example
+//!
+//! ```
+//! use composable_rust_agent_patterns::*;
+//!
+//! let metrics = AgentMetrics::new();
+//! metrics.record_tool_call("calculator", true, Duration::from_millis(50));
+//! assert_eq!(metrics.snapshot().success_rate(), 1.0);
+//!
+//! let err = AgentError::RateLimited;
+//! assert_eq!(err.status_code().as_u16(), 429);
+//! assert!(err.is_temporary());
+//! ```
+
+pub use agent_patterns_core::*;
+
+/// Re-exported so guide examples using `Arc` and `Duration` need no extra imports.
+pub use std::sync::Arc;
+pub use std::time::Duration;
+
+/// Re-exported for implementing the workspace's async traits.
+pub use async_trait::async_trait;
+
+/// The core crate under its own name, for paths like `core::Store`.
+pub use agent_patterns_core as core;
