@@ -34,3 +34,21 @@ pub use async_trait::async_trait;
 
 /// The core crate under its own name, for paths like `core::Store`.
 pub use agent_patterns_core as core;
+
+/// Circuit breaker, rate limiters, bulkhead, retry, timeout and tower layers
+/// (crate `agent-patterns-resilience`, feature `resilience`).
+#[cfg(feature = "resilience")]
+pub mod resilience {
+    pub use agent_patterns_resilience::*;
+}
+
+#[cfg(feature = "resilience")]
+pub use agent_patterns_resilience::{
+    Bulkhead, BulkheadConfig, CircuitBreaker, CircuitBreakerConfig, CircuitState, RateLimiter,
+    RateLimiterConfig, RateLimiterError,
+};
+
+/// The README's Rust examples, compiled and run as doctests.
+#[cfg(doctest)]
+#[doc = include_str!("../../../README.md")]
+pub struct ReadmeDoctests;

@@ -44,7 +44,10 @@ impl BulkheadConfig {
             return Err(ConfigError::new(
                 COMPONENT,
                 "max_concurrent",
-                format!("must be between 1 and {MAX_CONCURRENT} (got {})", self.max_concurrent),
+                format!(
+                    "must be between 1 and {MAX_CONCURRENT} (got {})",
+                    self.max_concurrent
+                ),
             ));
         }
         Ok(())
@@ -139,10 +142,11 @@ pub struct BulkheadPermit<'a> {
 impl Drop for BulkheadPermit<'_> {
     fn drop(&mut self) {
         self.bulkhead.metrics.active.decrement(1.0);
-        if let Some(permit) = self.permit.take() {
-            if self.bulkhead.retire.load(Ordering::Relaxed) > 0 && self.bulkhead.take_retirement() {
-                permit.forget();
-            }
+        if let Some(permit) = self.permit.take()
+            && self.bulkhead.retire.load(Ordering::Relaxed) > 0
+            && self.bulkhead.take_retirement()
+        {
+            permit.forget();
         }
     }
 }
@@ -158,10 +162,11 @@ pub struct OwnedBulkheadPermit {
 impl Drop for OwnedBulkheadPermit {
     fn drop(&mut self) {
         self.bulkhead.metrics.active.decrement(1.0);
-        if let Some(permit) = self.permit.take() {
-            if self.bulkhead.retire.load(Ordering::Relaxed) > 0 && self.bulkhead.take_retirement() {
-                permit.forget();
-            }
+        if let Some(permit) = self.permit.take()
+            && self.bulkhead.retire.load(Ordering::Relaxed) > 0
+            && self.bulkhead.take_retirement()
+        {
+            permit.forget();
         }
     }
 }
@@ -210,10 +215,20 @@ impl Bulkhead {
         max_queue: usize,
     ) -> Result<Self, ConfigError> {
         config.validate()?;
-        Ok(Self::assemble(name.into(), config.max_concurrent, config.acquire_timeout, max_queue))
+        Ok(Self::assemble(
+            name.into(),
+            config.max_concurrent,
+            config.acquire_timeout,
+            max_queue,
+        ))
     }
 
-    fn assemble(name: String, max_concurrent: usize, acquire_timeout: Duration, max_queue: usize) -> Self {
+    fn assemble(
+        name: String,
+        max_concurrent: usize,
+        acquire_timeout: Duration,
+        max_queue: usize,
+    ) -> Self {
         let metrics = BulkheadMetrics::new(&name);
         Self {
             name: name.into(),
@@ -300,7 +315,9 @@ impl Bulkhead {
     {
         let admitted = self
             .waiting
-            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |w| (w < self.max_queue).then_some(w + 1))
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |w| {
+                (w < self.max_queue).then_some(w + 1)
+            })
             .is_ok();
         if !admitted || self.max_concurrent.load(Ordering::Relaxed) == 0 {
             if admitted {

@@ -49,10 +49,18 @@ impl CircuitBreakerConfig {
     /// Check the values; the error names the field.
     pub fn validate(&self) -> Result<(), ConfigError> {
         if self.failure_threshold == 0 {
-            return Err(ConfigError::new(COMPONENT, "failure_threshold", "must be at least 1"));
+            return Err(ConfigError::new(
+                COMPONENT,
+                "failure_threshold",
+                "must be at least 1",
+            ));
         }
         if self.success_threshold == 0 {
-            return Err(ConfigError::new(COMPONENT, "success_threshold", "must be at least 1"));
+            return Err(ConfigError::new(
+                COMPONENT,
+                "success_threshold",
+                "must be at least 1",
+            ));
         }
         if self.success_threshold > MAX_COUNT as u32 || self.failure_threshold > MAX_COUNT as u32 {
             return Err(ConfigError::new(
@@ -236,26 +244,52 @@ impl SlidingWindow {
     fn validate(&self) -> Result<(), ConfigError> {
         match self.kind {
             WindowKind::Count(0) => {
-                return Err(ConfigError::new(COMPONENT, "sliding_window.kind", "count must be at least 1"));
+                return Err(ConfigError::new(
+                    COMPONENT,
+                    "sliding_window.kind",
+                    "count must be at least 1",
+                ));
             }
             WindowKind::Time(d) if d < Duration::from_secs(1) => {
-                return Err(ConfigError::new(COMPONENT, "sliding_window.kind", "time window must be at least 1 s"));
+                return Err(ConfigError::new(
+                    COMPONENT,
+                    "sliding_window.kind",
+                    "time window must be at least 1 s",
+                ));
             }
             WindowKind::Time(d) if d > Duration::from_secs(3600) => {
-                return Err(ConfigError::new(COMPONENT, "sliding_window.kind", "time window must be at most 1 h"));
+                return Err(ConfigError::new(
+                    COMPONENT,
+                    "sliding_window.kind",
+                    "time window must be at most 1 h",
+                ));
             }
             _ => {}
         }
         for (field, v) in [
-            ("sliding_window.failure_rate_threshold", self.failure_rate_threshold),
-            ("sliding_window.slow_call_rate_threshold", self.slow_call_rate_threshold),
+            (
+                "sliding_window.failure_rate_threshold",
+                self.failure_rate_threshold,
+            ),
+            (
+                "sliding_window.slow_call_rate_threshold",
+                self.slow_call_rate_threshold,
+            ),
         ] {
-            if !(v > 0.0) || v.is_nan() {
-                return Err(ConfigError::new(COMPONENT, field, format!("must be above 0 (got {v})")));
+            if v.is_nan() || v <= 0.0 {
+                return Err(ConfigError::new(
+                    COMPONENT,
+                    field,
+                    format!("must be above 0 (got {v})"),
+                ));
             }
         }
         if self.minimum_calls == 0 {
-            return Err(ConfigError::new(COMPONENT, "sliding_window.minimum_calls", "must be at least 1"));
+            return Err(ConfigError::new(
+                COMPONENT,
+                "sliding_window.minimum_calls",
+                "must be at least 1",
+            ));
         }
         Ok(())
     }
@@ -281,13 +315,13 @@ pub struct CircuitBreakerMetrics {
     pub state: CircuitState,
     /// Calls that asked the breaker (allowed or refused).
     pub total_requests: u64,
-    /// Outcomes recorded as successes.
+    /// Admitted calls not recorded as failures (successes, and calls still running).
     pub successful_requests: u64,
     /// Outcomes recorded as failures.
     pub failed_requests: u64,
     /// Calls refused.
     pub rejected_requests: u64,
-    /// Failures / recorded outcomes since creation (0.0 when none).
+    /// Failures / admitted calls since creation (0.0 when none).
     pub failure_rate: f64,
     /// Consecutive failures while closed.
     pub consecutive_failures: u32,
@@ -370,9 +404,9 @@ impl CallPermit<'_> {
     /// measured from when the permit was granted.
     pub fn record(mut self, success: bool) {
         self.done = true;
-        let elapsed = self.breaker.clock.now_nanos().saturating_sub(self.started);
+        let duration = self.breaker.elapsed_since(self.started);
         self.breaker
-            .outcome(success, Some(Duration::from_nanos(elapsed)), Some(self.generation), self.trial);
+            .outcome(success, duration, Some(self.generation), self.trial);
     }
 }
 
@@ -400,9 +434,9 @@ impl OwnedCallPermit {
     /// Report the outcome (see [`CallPermit::record`]).
     pub fn record(mut self, success: bool) {
         self.done = true;
-        let elapsed = self.breaker.clock.now_nanos().saturating_sub(self.started);
+        let duration = self.breaker.elapsed_since(self.started);
         self.breaker
-            .outcome(success, Some(Duration::from_nanos(elapsed)), Some(self.generation), self.trial);
+            .outcome(success, duration, Some(self.generation), self.trial);
     }
 }
 
@@ -456,7 +490,6 @@ pub struct CircuitBreaker {
     detection: FailureDetection,
     window: Option<Mutex<Window>>,
     total: AtomicU64,
-    successes: AtomicU64,
     failures: AtomicU64,
     rejected: AtomicU64,
     opened: AtomicU64,
@@ -518,7 +551,9 @@ impl CircuitBreakerBuilder {
         if let FailureDetection::SlidingWindow(w) = &self.detection {
             w.validate()?;
         }
-        let max_trials = self.max_half_open_calls.unwrap_or(self.config.success_threshold);
+        let max_trials = self
+            .max_half_open_calls
+            .unwrap_or(self.config.success_threshold);
         if max_trials == 0 || u64::from(max_trials) > MAX_TRIALS {
             return Err(ConfigError::new(
                 COMPONENT,
@@ -527,7 +562,11 @@ impl CircuitBreakerBuilder {
             ));
         }
         if self.event_capacity == 0 {
-            return Err(ConfigError::new(COMPONENT, "event_capacity", "must be at least 1"));
+            return Err(ConfigError::new(
+                COMPONENT,
+                "event_capacity",
+                "must be at least 1",
+            ));
         }
         Ok(CircuitBreaker::assemble(self, max_trials))
     }
@@ -554,7 +593,10 @@ impl CircuitBreaker {
     }
 
     /// A breaker, or the reason the configuration is invalid.
-    pub fn try_new(name: impl Into<String>, config: CircuitBreakerConfig) -> Result<Self, ConfigError> {
+    pub fn try_new(
+        name: impl Into<String>,
+        config: CircuitBreakerConfig,
+    ) -> Result<Self, ConfigError> {
         Self::builder(name, config).build()
     }
 
@@ -590,7 +632,6 @@ impl CircuitBreaker {
             detection: b.detection,
             window,
             total: AtomicU64::new(0),
-            successes: AtomicU64::new(0),
             failures: AtomicU64::new(0),
             rejected: AtomicU64::new(0),
             opened: AtomicU64::new(0),
@@ -623,7 +664,7 @@ impl CircuitBreaker {
             breaker: self,
             generation,
             trial,
-            started: self.clock.now_nanos(),
+            started: self.started_at(),
             done: false,
         })
     }
@@ -636,7 +677,7 @@ impl CircuitBreaker {
             breaker: Arc::clone(self),
             generation,
             trial,
-            started: self.clock.now_nanos(),
+            started: self.started_at(),
             done: false,
         })
     }
@@ -647,13 +688,18 @@ impl CircuitBreaker {
     where
         F: Future<Output = Result<T, E>>,
     {
-        self.call_classified(call, |r: &Result<T, E>| r.is_ok()).await
+        self.call_classified(call, |r: &Result<T, E>| r.is_ok())
+            .await
     }
 
     /// Run `call` through the breaker, with `is_success` deciding which
     /// outcomes count as successes (e.g. a client error is not the
     /// dependency's fault).
-    pub async fn call_classified<T, E, F, C>(&self, call: F, is_success: C) -> Result<T, CallError<E>>
+    pub async fn call_classified<T, E, F, C>(
+        &self,
+        call: F,
+        is_success: C,
+    ) -> Result<T, CallError<E>>
     where
         F: Future<Output = Result<T, E>>,
         C: FnOnce(&Result<T, E>) -> bool,
@@ -699,20 +745,24 @@ impl CircuitBreaker {
     /// Counts and rates since creation.
     pub fn metrics(&self) -> CircuitBreakerMetrics {
         let w = Word::unpack(self.word.load(Ordering::Acquire));
-        let successes = self.successes.load(Ordering::Relaxed);
+        let total = self.total.load(Ordering::Relaxed);
+        let rejected = self.rejected.load(Ordering::Relaxed);
         let failures = self.failures.load(Ordering::Relaxed);
-        let recorded = successes + failures;
+        // Counting successes separately would cost the closed hot path an
+        // atomic add; admitted calls that did not fail are successes (or
+        // still running).
+        let admitted = total.saturating_sub(rejected).max(failures);
         CircuitBreakerMetrics {
             name: self.name.to_string(),
             state: w.state,
-            total_requests: self.total.load(Ordering::Relaxed),
-            successful_requests: successes,
+            total_requests: total,
+            successful_requests: admitted - failures,
             failed_requests: failures,
-            rejected_requests: self.rejected.load(Ordering::Relaxed),
-            failure_rate: if recorded == 0 {
+            rejected_requests: rejected,
+            failure_rate: if admitted == 0 {
                 0.0
             } else {
-                failures as f64 / recorded as f64
+                failures as f64 / admitted as f64
             },
             consecutive_failures: if w.state == CircuitState::Closed
                 && self.detection == FailureDetection::Consecutive
@@ -733,13 +783,21 @@ impl CircuitBreaker {
     /// [`force_reset`](Self::force_reset) without `async`.
     pub fn reset(&self) {
         if let Some(window) = &self.window {
-            window.lock().unwrap_or_else(PoisonError::into_inner).clear();
+            window
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .clear();
         }
         let mut current = self.word.load(Ordering::Acquire);
         loop {
             let w = Word::unpack(current);
             let next = w.enter(CircuitState::Closed);
-            match self.word.compare_exchange_weak(current, next.pack(), Ordering::AcqRel, Ordering::Acquire) {
+            match self.word.compare_exchange_weak(
+                current,
+                next.pack(),
+                Ordering::AcqRel,
+                Ordering::Acquire,
+            ) {
                 Ok(_) => {
                     if w.state != CircuitState::Closed {
                         self.announce(w.state, CircuitState::Closed);
@@ -762,9 +820,12 @@ impl CircuitBreaker {
     /// Change thresholds and timeout, or say why the values are invalid.
     pub fn try_update_config(&self, config: CircuitBreakerConfig) -> Result<(), ConfigError> {
         config.validate()?;
-        self.failure_threshold.store(config.failure_threshold, Ordering::Release);
-        self.success_threshold.store(config.success_threshold, Ordering::Release);
-        self.timeout_ns.store(duration_nanos(config.timeout), Ordering::Release);
+        self.failure_threshold
+            .store(config.failure_threshold, Ordering::Release);
+        self.success_threshold
+            .store(config.success_threshold, Ordering::Release);
+        self.timeout_ns
+            .store(duration_nanos(config.timeout), Ordering::Release);
         Ok(())
     }
 
@@ -854,7 +915,12 @@ impl CircuitBreaker {
                     }
                 }
             };
-            match self.word.compare_exchange_weak(current, next.pack(), Ordering::AcqRel, Ordering::Acquire) {
+            match self.word.compare_exchange_weak(
+                current,
+                next.pack(),
+                Ordering::AcqRel,
+                Ordering::Acquire,
+            ) {
                 Ok(_) => {
                     if w.state == CircuitState::Open {
                         self.announce(CircuitState::Open, CircuitState::HalfOpen);
@@ -864,6 +930,25 @@ impl CircuitBreaker {
                 Err(actual) => current = actual,
             }
         }
+    }
+
+    /// Whether outcomes need their duration (slow-call detection is on).
+    fn times_calls(&self) -> bool {
+        matches!(&self.detection, FailureDetection::SlidingWindow(w) if w.slow_call_rate_threshold <= 1.0)
+    }
+
+    /// A permit's start time; the clock is read only when durations matter.
+    fn started_at(&self) -> u64 {
+        if self.times_calls() {
+            self.clock.now_nanos()
+        } else {
+            0
+        }
+    }
+
+    fn elapsed_since(&self, started: u64) -> Option<Duration> {
+        self.times_calls()
+            .then(|| Duration::from_nanos(self.clock.now_nanos().saturating_sub(started)))
     }
 
     fn refuse(&self, retry_after: Duration) -> CircuitBreakerError {
@@ -886,7 +971,12 @@ impl CircuitBreaker {
                 trials: w.trials - 1,
                 ..w
             };
-            match self.word.compare_exchange_weak(current, next.pack(), Ordering::AcqRel, Ordering::Acquire) {
+            match self.word.compare_exchange_weak(
+                current,
+                next.pack(),
+                Ordering::AcqRel,
+                Ordering::Acquire,
+            ) {
                 Ok(_) => return,
                 Err(actual) => current = actual,
             }
@@ -895,14 +985,18 @@ impl CircuitBreaker {
 
     /// Apply an outcome. `generation` is the permit's (None: the guide's
     /// allow/record pair, which cannot say which state admitted the call).
-    fn outcome(&self, success: bool, duration: Option<Duration>, generation: Option<u64>, trial: bool) {
+    fn outcome(
+        &self,
+        success: bool,
+        duration: Option<Duration>,
+        generation: Option<u64>,
+        trial: bool,
+    ) {
         let mode = BreakerMode::from_bits(self.mode.load(Ordering::Relaxed));
         if mode == BreakerMode::Disabled {
             return;
         }
-        if success {
-            self.successes.fetch_add(1, Ordering::Relaxed);
-        } else {
+        if !success {
             self.failures.fetch_add(1, Ordering::Relaxed);
             self.metrics.failures.increment(1);
         }
@@ -913,10 +1007,10 @@ impl CircuitBreaker {
         let mut current = self.word.load(Ordering::Acquire);
         loop {
             let w = Word::unpack(current);
-            if let Some(g) = generation {
-                if g != w.generation {
-                    return; // admitted under an earlier state: stale outcome
-                }
+            if let Some(g) = generation
+                && g != w.generation
+            {
+                return; // admitted under an earlier state: stale outcome
             }
             let next = match w.state {
                 CircuitState::Open => return,
@@ -949,7 +1043,11 @@ impl CircuitBreaker {
                     }
                 },
                 CircuitState::HalfOpen => {
-                    let trials = if trial { w.trials.saturating_sub(1) } else { w.trials };
+                    let trials = if trial {
+                        w.trials.saturating_sub(1)
+                    } else {
+                        w.trials
+                    };
                     if success && !slow {
                         let count = w.count + 1;
                         if count >= u64::from(self.success_threshold.load(Ordering::Acquire)) {
@@ -963,13 +1061,22 @@ impl CircuitBreaker {
                 }
             };
             if next.state == CircuitState::Open && w.state != CircuitState::Open {
-                self.opened_at.store(self.clock.now_nanos(), Ordering::Release);
+                self.opened_at
+                    .store(self.clock.now_nanos(), Ordering::Release);
             }
-            match self.word.compare_exchange_weak(current, next.pack(), Ordering::AcqRel, Ordering::Acquire) {
+            match self.word.compare_exchange_weak(
+                current,
+                next.pack(),
+                Ordering::AcqRel,
+                Ordering::Acquire,
+            ) {
                 Ok(_) => {
                     if next.state != w.state {
                         if let Some(window) = &self.window {
-                            window.lock().unwrap_or_else(PoisonError::into_inner).clear();
+                            window
+                                .lock()
+                                .unwrap_or_else(PoisonError::into_inner)
+                                .clear();
                         }
                         self.announce(w.state, next.state);
                     }
@@ -1044,10 +1151,10 @@ impl Window {
         };
         match self.config.kind {
             WindowKind::Count(size) => {
-                if self.buckets.len() as u64 >= u64::from(size) {
-                    if let Some(old) = self.buckets.pop_front() {
-                        self.evict(old);
-                    }
+                if self.buckets.len() as u64 >= u64::from(size)
+                    && let Some(old) = self.buckets.pop_front()
+                {
+                    self.evict(old);
                 }
                 self.buckets.push_back(entry);
             }

@@ -13,7 +13,11 @@ pub struct ConfigError {
 }
 
 impl ConfigError {
-    pub(crate) fn new(component: &'static str, field: &'static str, problem: impl Into<String>) -> Self {
+    pub(crate) fn new(
+        component: &'static str,
+        field: &'static str,
+        problem: impl Into<String>,
+    ) -> Self {
         Self {
             component,
             field,

@@ -118,7 +118,12 @@ pub(crate) enum Decision {
 /// One step of a compare-and-swap loop over the state word.
 enum Step<R> {
     /// Write `(tat, c)`; `now` is the clock reading it was settled at, if any.
-    Write { tat: u64, c: u64, now: Option<u64>, result: R },
+    Write {
+        tat: u64,
+        c: u64,
+        now: Option<u64>,
+        result: R,
+    },
     /// Leave the state as it is.
     Done(R),
 }
@@ -144,7 +149,12 @@ impl State {
             }
             match step(tat, c, cell.load()) {
                 Step::Done(result) => return result,
-                Step::Write { tat, c, now, result } => {
+                Step::Write {
+                    tat,
+                    c,
+                    now,
+                    result,
+                } => {
                     match self.word.compare_exchange_weak(
                         word,
                         pack(tat, c),
@@ -280,7 +290,13 @@ impl State {
 
     /// Switch to new parameters, keeping the debt in tokens: the word is frozen,
     /// `publish` stores the new parameters, then the converted word is written.
-    pub(crate) fn convert(&self, old: Params, new: Params, clock: &dyn Clock, publish: impl FnOnce()) {
+    pub(crate) fn convert(
+        &self,
+        old: Params,
+        new: Params,
+        clock: &dyn Clock,
+        publish: impl FnOnce(),
+    ) {
         let mut word = self.word.load(Ordering::Acquire);
         let (tat, c) = loop {
             let (tat, c) = unpack(word);
@@ -317,7 +333,11 @@ mod tests {
 
     fn params(capacity: u64, per_sec: u64, k: u64) -> ParamsCell {
         let t = 1_000_000_000 / per_sec;
-        ParamsCell::new(Params { t, tau: capacity * t, k })
+        ParamsCell::new(Params {
+            t,
+            tau: capacity * t,
+            k,
+        })
     }
 
     #[test]
@@ -327,9 +347,17 @@ mod tests {
             let s = State::default();
             let p = params(10, 10, k);
             for _ in 0..10 {
-                assert!(matches!(s.decide(&p, &clock, 1), Decision::Allowed { .. }), "k={k}");
+                assert!(
+                    matches!(s.decide(&p, &clock, 1), Decision::Allowed { .. }),
+                    "k={k}"
+                );
             }
-            assert_eq!(s.decide(&p, &clock, 1), Decision::Denied { wait_ns: 100_000_000 });
+            assert_eq!(
+                s.decide(&p, &clock, 1),
+                Decision::Denied {
+                    wait_ns: 100_000_000
+                }
+            );
             clock.advance(Duration::from_millis(100));
             assert!(matches!(s.decide(&p, &clock, 1), Decision::Allowed { .. }));
             assert!(matches!(s.decide(&p, &clock, 1), Decision::Denied { .. }));
@@ -368,7 +396,9 @@ mod tests {
         assert_eq!(s.book(&p, &clock, 1, 5_000_000_000), Ok(2_000_000_000));
         assert_eq!(
             s.book(&p, &clock, 1, 1_000_000_000),
-            Err(Decision::Denied { wait_ns: 3_000_000_000 })
+            Err(Decision::Denied {
+                wait_ns: 3_000_000_000
+            })
         );
     }
 
@@ -390,7 +420,10 @@ mod tests {
         let s = State::default();
         let old = params(10, 10, 0);
         for _ in 0..10 {
-            assert!(matches!(s.decide(&old, &clock, 1), Decision::Allowed { .. }));
+            assert!(matches!(
+                s.decide(&old, &clock, 1),
+                Decision::Allowed { .. }
+            ));
         }
         // 10 tokens of debt at 10/s = 1 s; at 1/s the same debt takes 10 s.
         let new = params(10, 1, 0);

@@ -59,7 +59,11 @@ impl<K> KeyedRateLimiter<K> {
 
 impl<K: Hash + Eq + Clone> KeyedRateLimiter<K> {
     /// A keyed limiter tracking at most `max_keys` keys.
-    pub fn new(name: impl Into<String>, config: RateLimiterConfig, max_keys: usize) -> Result<Self, ConfigError> {
+    pub fn new(
+        name: impl Into<String>,
+        config: RateLimiterConfig,
+        max_keys: usize,
+    ) -> Result<Self, ConfigError> {
         Self::with_clock(name, config, max_keys, default_clock())
     }
 
@@ -71,7 +75,11 @@ impl<K: Hash + Eq + Clone> KeyedRateLimiter<K> {
         clock: Arc<dyn Clock>,
     ) -> Result<Self, ConfigError> {
         if max_keys == 0 {
-            return Err(ConfigError::new("keyed rate limiter", "max_keys", "must be at least 1"));
+            return Err(ConfigError::new(
+                "keyed rate limiter",
+                "max_keys",
+                "must be at least 1",
+            ));
         }
         let params = config.params(default_settle_interval(config.capacity))?;
         let name: String = name.into();
@@ -123,7 +131,8 @@ impl<K: Hash + Eq + Clone> KeyedRateLimiter<K> {
 
     /// [`try_acquire`](Self::try_acquire) without `async`.
     pub fn check(&self, key: &K, n: u64) -> Result<(), RateLimiterError> {
-        self.check_with_retry_after(key, n).map_err(|_| RateLimiterError::RateLimitExceeded)
+        self.check_with_retry_after(key, n)
+            .map_err(|_| RateLimiterError::RateLimitExceeded)
     }
 
     /// Like [`check`](Self::check), but a refusal says how long until the
@@ -135,7 +144,8 @@ impl<K: Hash + Eq + Clone> KeyedRateLimiter<K> {
         let shard = self.shard(key);
         let decision = {
             let map = shard.read().unwrap_or_else(PoisonError::into_inner);
-            map.get(key).map(|state| state.decide(&self.params, &*self.clock, n))
+            map.get(key)
+                .map(|state| state.decide(&self.params, &*self.clock, n))
         };
         let decision = match decision {
             Some(d) => d,
@@ -170,7 +180,12 @@ impl<K: Hash + Eq + Clone> KeyedRateLimiter<K> {
 
     /// Add `key` (making room by evicting idle keys if needed) and decide.
     /// `None` when the table is full of busy keys.
-    fn insert_and_decide(&self, shard: &RwLock<HashMap<K, State>>, key: &K, n: u64) -> Option<Decision> {
+    fn insert_and_decide(
+        &self,
+        shard: &RwLock<HashMap<K, State>>,
+        key: &K,
+        n: u64,
+    ) -> Option<Decision> {
         let mut map = shard.write().unwrap_or_else(PoisonError::into_inner);
         if let Some(state) = map.get(key) {
             return Some(state.decide(&self.params, &*self.clock, n));
@@ -196,7 +211,9 @@ impl<K: Hash + Eq + Clone> KeyedRateLimiter<K> {
 
     fn reserve_slot(&self) -> bool {
         self.keys
-            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |k| (k < self.max_keys).then_some(k + 1))
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |k| {
+                (k < self.max_keys).then_some(k + 1)
+            })
             .is_ok()
     }
 

@@ -64,8 +64,13 @@ impl ResilienceError {
         }
     }
 
+    /// Wrap the inner service's error; a `ResilienceError` from a layer further
+    /// in passes through unchanged, so stacked layers keep the refusal's kind.
     fn inner(error: impl Into<BoxError>) -> Self {
-        let source = error.into();
+        let source = match error.into().downcast::<ResilienceError>() {
+            Ok(nested) => return *nested,
+            Err(other) => other,
+        };
         Self {
             kind: ErrorKind::Inner,
             retry_after: None,
@@ -99,7 +104,9 @@ impl fmt::Display for ResilienceError {
 
 impl std::error::Error for ResilienceError {
     fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
-        self.source.as_deref().map(|e| e as &(dyn std::error::Error + 'static))
+        self.source
+            .as_deref()
+            .map(|e| e as &(dyn std::error::Error + 'static))
     }
 }
 
@@ -144,9 +151,9 @@ where
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         match self.project() {
             GuardedProj::Inner { future } => future.poll(cx).map_err(ResilienceError::inner),
-            GuardedProj::Refused { error } => Poll::Ready(Err(error
-                .take()
-                .unwrap_or_else(|| ResilienceError::refused(ErrorKind::Inner, None, "polled after completion".into())))),
+            GuardedProj::Refused { error } => Poll::Ready(Err(error.take().unwrap_or_else(|| {
+                ResilienceError::refused(ErrorKind::Inner, None, "polled after completion".into())
+            }))),
         }
     }
 }
@@ -354,7 +361,10 @@ impl<R> CircuitBreakerLayer<R> {
 
     /// A layer with `is_success` deciding which responses are successes,
     /// e.g. `|r: &http::Response<_>| !r.status().is_server_error()`.
-    pub fn with_classifier(breaker: Arc<CircuitBreaker>, is_success: impl Fn(&R) -> bool + Send + Sync + 'static) -> Self {
+    pub fn with_classifier(
+        breaker: Arc<CircuitBreaker>,
+        is_success: impl Fn(&R) -> bool + Send + Sync + 'static,
+    ) -> Self {
         Self {
             breaker,
             is_success: Arc::new(is_success),
@@ -544,7 +554,10 @@ impl TimeoutLayer {
 impl<S> Layer<S> for TimeoutLayer {
     type Service = TimeoutService<S>;
     fn layer(&self, inner: S) -> Self::Service {
-        TimeoutService { inner, limit: self.limit }
+        TimeoutService {
+            inner,
+            limit: self.limit,
+        }
     }
 }
 

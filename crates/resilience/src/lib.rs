@@ -78,17 +78,16 @@ pub use bulkhead::{
     OwnedBulkheadPermit,
 };
 pub use circuit_breaker::{
-    BreakerMode, CallError, CallPermit, CircuitBreaker, CircuitBreakerBuilder, CircuitBreakerConfig,
-    CircuitBreakerError, CircuitBreakerMetrics, CircuitState, FailureDetection, OwnedCallPermit,
-    SlidingWindow,
-    StateTransition, WindowKind,
+    BreakerMode, CallError, CallPermit, CircuitBreaker, CircuitBreakerBuilder,
+    CircuitBreakerConfig, CircuitBreakerError, CircuitBreakerMetrics, CircuitState,
+    FailureDetection, OwnedCallPermit, SlidingWindow, StateTransition, WindowKind,
 };
 pub use clock::{Clock, ManualClock, TokioClock};
 pub use config_error::ConfigError;
 pub use keyed::KeyedRateLimiter;
 pub use layer::{
-    BulkheadLayer, CircuitBreakerLayer, ErrorKind, KeyedRateLimitLayer, RateLimitLayer, ResilienceError,
-    TimeoutLayer,
+    BulkheadLayer, CircuitBreakerLayer, ErrorKind, KeyedRateLimitLayer, RateLimitLayer,
+    ResilienceError, TimeoutLayer,
 };
 pub use pipeline::{Pipeline, PipelineBuilder};
 pub use rate_limiter::{

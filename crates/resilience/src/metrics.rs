@@ -39,19 +39,49 @@ pub const RETRY_BUDGET_EXHAUSTED_TOTAL: &str = "retry_budget_exhausted_total";
 /// Describe every metric above to the installed recorder (help text and unit).
 pub fn describe_metrics() {
     use metrics::{describe_counter, describe_gauge};
-    describe_gauge!(CIRCUIT_BREAKER_STATE, "1 for the circuit breaker's current state, 0 otherwise.");
-    describe_counter!(CIRCUIT_BREAKER_REQUESTS_TOTAL, "Calls that asked the circuit breaker.");
-    describe_counter!(CIRCUIT_BREAKER_FAILURES_TOTAL, "Outcomes the circuit breaker recorded as failures.");
-    describe_counter!(CIRCUIT_BREAKER_REJECTED_TOTAL, "Calls the circuit breaker refused.");
-    describe_counter!(CIRCUIT_BREAKER_TRANSITIONS_TOTAL, "Circuit breaker state changes, by new state.");
-    describe_counter!(RATE_LIMITER_REQUESTS_TOTAL, "Requests the rate limiter decided.");
-    describe_counter!(RATE_LIMITER_REJECTED_TOTAL, "Requests the rate limiter refused.");
+    describe_gauge!(
+        CIRCUIT_BREAKER_STATE,
+        "1 for the circuit breaker's current state, 0 otherwise."
+    );
+    describe_counter!(
+        CIRCUIT_BREAKER_REQUESTS_TOTAL,
+        "Calls that asked the circuit breaker."
+    );
+    describe_counter!(
+        CIRCUIT_BREAKER_FAILURES_TOTAL,
+        "Outcomes the circuit breaker recorded as failures."
+    );
+    describe_counter!(
+        CIRCUIT_BREAKER_REJECTED_TOTAL,
+        "Calls the circuit breaker refused."
+    );
+    describe_counter!(
+        CIRCUIT_BREAKER_TRANSITIONS_TOTAL,
+        "Circuit breaker state changes, by new state."
+    );
+    describe_counter!(
+        RATE_LIMITER_REQUESTS_TOTAL,
+        "Requests the rate limiter decided."
+    );
+    describe_counter!(
+        RATE_LIMITER_REJECTED_TOTAL,
+        "Requests the rate limiter refused."
+    );
     describe_gauge!(RATE_LIMITER_KEYS, "Keys a keyed rate limiter tracks.");
-    describe_gauge!(BULKHEAD_ACTIVE_REQUESTS, "Operations running inside the bulkhead.");
-    describe_gauge!(BULKHEAD_QUEUE_SIZE, "Callers waiting for a bulkhead permit.");
+    describe_gauge!(
+        BULKHEAD_ACTIVE_REQUESTS,
+        "Operations running inside the bulkhead."
+    );
+    describe_gauge!(
+        BULKHEAD_QUEUE_SIZE,
+        "Callers waiting for a bulkhead permit."
+    );
     describe_counter!(BULKHEAD_REJECTED_TOTAL, "Callers the bulkhead refused.");
     describe_counter!(RETRY_ATTEMPTS_TOTAL, "Retries made.");
-    describe_counter!(RETRY_BUDGET_EXHAUSTED_TOTAL, "Retries skipped because the retry budget was spent.");
+    describe_counter!(
+        RETRY_BUDGET_EXHAUSTED_TOTAL,
+        "Retries skipped because the retry budget was spent."
+    );
 }
 
 #[derive(Debug)]
@@ -81,8 +111,9 @@ pub(crate) struct BreakerMetrics {
 
 impl BreakerMetrics {
     pub(crate) fn new(name: &str, initial: CircuitState) -> Self {
-        let state = CircuitState::ALL
-            .map(|s| gauge!(CIRCUIT_BREAKER_STATE, "name" => name.to_owned(), "state" => s.as_str()));
+        let state = CircuitState::ALL.map(
+            |s| gauge!(CIRCUIT_BREAKER_STATE, "name" => name.to_owned(), "state" => s.as_str()),
+        );
         let transitions = CircuitState::ALL.map(|s| {
             counter!(CIRCUIT_BREAKER_TRANSITIONS_TOTAL, "name" => name.to_owned(), "to" => s.as_str())
         });

@@ -104,7 +104,11 @@ impl PipelineBuilder {
     /// Validate and build.
     pub fn build(self) -> Result<Pipeline, ConfigError> {
         if self.timeout == Some(Duration::ZERO) {
-            return Err(ConfigError::new("pipeline", "timeout", "must be above zero"));
+            return Err(ConfigError::new(
+                "pipeline",
+                "timeout",
+                "must be above zero",
+            ));
         }
         let retry = match self.retry {
             Some(policy) => {
@@ -201,11 +205,20 @@ impl Pipeline {
             limiter.check(1).map_err(|e| Attempt::Refused(e.into()))?;
         }
         let permit = match &self.circuit_breaker {
-            Some(breaker) => Some(breaker.acquire_permission().map_err(|e| Attempt::Refused(e.into()))?),
+            Some(breaker) => Some(
+                breaker
+                    .acquire_permission()
+                    .map_err(|e| Attempt::Refused(e.into()))?,
+            ),
             None => None,
         };
         let _slot = match &self.bulkhead {
-            Some(bulkhead) => Some(bulkhead.acquire().await.map_err(|e| Attempt::Refused(e.into()))?),
+            Some(bulkhead) => Some(
+                bulkhead
+                    .acquire()
+                    .await
+                    .map_err(|e| Attempt::Refused(e.into()))?,
+            ),
             None => None,
         };
         let result = match self.timeout {

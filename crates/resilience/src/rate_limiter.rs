@@ -45,7 +45,11 @@ impl RateLimiterConfig {
 
     pub(crate) fn params(&self, settle_interval: u64) -> Result<Params, ConfigError> {
         if self.capacity == 0 {
-            return Err(ConfigError::new(COMPONENT, "capacity", "must be at least 1"));
+            return Err(ConfigError::new(
+                COMPONENT,
+                "capacity",
+                "must be at least 1",
+            ));
         }
         let t = emission_interval(self.refill_rate)?;
         let tau = self
@@ -290,7 +294,9 @@ struct RefundOnDrop<'a> {
 impl Drop for RefundOnDrop<'_> {
     fn drop(&mut self) {
         let limiter = self.limiter;
-        limiter.state.refund(&limiter.params, &*limiter.clock, self.tokens);
+        limiter
+            .state
+            .refund(&limiter.params, &*limiter.clock, self.tokens);
     }
 }
 
@@ -318,7 +324,10 @@ impl RateLimiter {
     }
 
     /// A limiter, or the reason the configuration is invalid.
-    pub fn try_new(name: impl Into<String>, config: RateLimiterConfig) -> Result<Self, ConfigError> {
+    pub fn try_new(
+        name: impl Into<String>,
+        config: RateLimiterConfig,
+    ) -> Result<Self, ConfigError> {
         Self::builder(name, config).build()
     }
 

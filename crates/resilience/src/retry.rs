@@ -69,27 +69,44 @@ impl RetryPolicy {
     /// Check the values; the error names the field.
     pub fn validate(&self) -> Result<(), ConfigError> {
         if self.max_attempts == 0 {
-            return Err(ConfigError::new(COMPONENT, "max_attempts", "must be at least 1"));
+            return Err(ConfigError::new(
+                COMPONENT,
+                "max_attempts",
+                "must be at least 1",
+            ));
         }
-        if !(self.multiplier >= 1.0) || !self.multiplier.is_finite() {
+        if self.multiplier.is_nan() || self.multiplier < 1.0 || self.multiplier.is_infinite() {
             return Err(ConfigError::new(
                 COMPONENT,
                 "multiplier",
-                format!("must be a finite number of at least 1.0 (got {})", self.multiplier),
+                format!(
+                    "must be a finite number of at least 1.0 (got {})",
+                    self.multiplier
+                ),
             ));
         }
         if self.max_delay < self.initial_delay {
-            return Err(ConfigError::new(COMPONENT, "max_delay", "must not be below initial_delay"));
+            return Err(ConfigError::new(
+                COMPONENT,
+                "max_delay",
+                "must not be below initial_delay",
+            ));
         }
         if self.attempt_timeout == Some(Duration::ZERO) {
-            return Err(ConfigError::new(COMPONENT, "attempt_timeout", "must be above zero"));
+            return Err(ConfigError::new(
+                COMPONENT,
+                "attempt_timeout",
+                "must be above zero",
+            ));
         }
         Ok(())
     }
 
     /// The delay before retry number `retry` (1-based) without jitter.
     pub fn base_delay(&self, retry: u32) -> Duration {
-        let factor = self.multiplier.powi(retry.saturating_sub(1).min(1000) as i32);
+        let factor = self
+            .multiplier
+            .powi(retry.saturating_sub(1).min(1000) as i32);
         let nanos = self.initial_delay.as_nanos() as f64 * factor;
         let max = self.max_delay.as_nanos() as f64;
         Duration::from_nanos(nanos.min(max) as u64)
@@ -156,10 +173,18 @@ impl RetryBudget {
         clock: Arc<dyn Clock>,
     ) -> Result<Self, ConfigError> {
         if !(0.0..=1000.0).contains(&ratio) {
-            return Err(ConfigError::new("retry budget", "ratio", format!("must be between 0 and 1000 (got {ratio})")));
+            return Err(ConfigError::new(
+                "retry budget",
+                "ratio",
+                format!("must be between 0 and 1000 (got {ratio})"),
+            ));
         }
         if window < Duration::from_secs(1) || window > Duration::from_secs(3600) {
-            return Err(ConfigError::new("retry budget", "window", "must be between 1 s and 1 h"));
+            return Err(ConfigError::new(
+                "retry budget",
+                "window",
+                "must be between 1 s and 1 h",
+            ));
         }
         Ok(Self {
             ratio,
@@ -176,7 +201,10 @@ impl RetryBudget {
         let second = now / 1_000_000_000;
         let horizon = now.saturating_sub(self.window_ns) / 1_000_000_000;
         let mut buckets = self.buckets.lock().unwrap_or_else(PoisonError::into_inner);
-        while buckets.front().is_some_and(|b| b.second <= horizon && b.second != second) {
+        while buckets
+            .front()
+            .is_some_and(|b| b.second <= horizon && b.second != second)
+        {
             buckets.pop_front();
         }
         if buckets.back().is_none_or(|b| b.second != second) {
@@ -333,7 +361,11 @@ impl Retry {
 
     /// Run `operation`, with `decide` choosing after each error whether and
     /// when to retry.
-    pub async fn run_if<T, E, F, Fut, D>(&self, mut operation: F, decide: D) -> Result<T, RetryError<E>>
+    pub async fn run_if<T, E, F, Fut, D>(
+        &self,
+        mut operation: F,
+        decide: D,
+    ) -> Result<T, RetryError<E>>
     where
         F: FnMut(u32) -> Fut,
         Fut: Future<Output = Result<T, E>>,
@@ -341,7 +373,10 @@ impl Retry {
         E: From<AgentError>,
     {
         let started = self.clock.now_nanos();
-        let deadline = self.policy.deadline.map(|d| started.saturating_add(duration_nanos(d)));
+        let deadline = self
+            .policy
+            .deadline
+            .map(|d| started.saturating_add(duration_nanos(d)));
         if let Some(budget) = &self.budget {
             budget.deposit();
         }
@@ -359,7 +394,12 @@ impl Retry {
                 Ok(value) => return Ok(value),
                 Err(e) => e,
             };
-            let give_up = |error| Err(RetryError { error, attempts: attempt });
+            let give_up = |error| {
+                Err(RetryError {
+                    error,
+                    attempts: attempt,
+                })
+            };
             if attempt >= self.policy.max_attempts {
                 return give_up(error);
             }
@@ -368,16 +408,16 @@ impl Retry {
                 RetryDecision::Retry => self.backoff(attempt, &mut previous_delay),
                 RetryDecision::RetryAfter(d) => d.max(self.backoff(attempt, &mut previous_delay)),
             };
-            if let Some(deadline) = deadline {
-                if self.clock.now_nanos().saturating_add(duration_nanos(delay)) >= deadline {
-                    return give_up(error);
-                }
+            if let Some(deadline) = deadline
+                && self.clock.now_nanos().saturating_add(duration_nanos(delay)) >= deadline
+            {
+                return give_up(error);
             }
-            if let Some(budget) = &self.budget {
-                if !budget.withdraw() {
-                    self.exhausted_metric.increment(1);
-                    return give_up(error);
-                }
+            if let Some(budget) = &self.budget
+                && !budget.withdraw()
+            {
+                self.exhausted_metric.increment(1);
+                return give_up(error);
             }
             self.attempts_metric.increment(1);
             tracing::debug!(attempt, ?delay, "retrying");
@@ -405,7 +445,9 @@ impl Retry {
 
     /// A uniform number in `[0, 1)` (splitmix64; jitter needs spread, not secrecy).
     fn random(&self) -> f64 {
-        let mut z = self.seed.fetch_add(0x9E37_79B9_7F4A_7C15, Ordering::Relaxed);
+        let mut z = self
+            .seed
+            .fetch_add(0x9E37_79B9_7F4A_7C15, Ordering::Relaxed);
         z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
         z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
         z ^= z >> 31;

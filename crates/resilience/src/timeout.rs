@@ -15,7 +15,9 @@ pub struct TimeoutError {
 
 impl From<TimeoutError> for AgentError {
     fn from(e: TimeoutError) -> Self {
-        AgentError::Timeout { duration: e.duration }
+        AgentError::Timeout {
+            duration: e.duration,
+        }
     }
 }
 
@@ -34,7 +36,10 @@ impl From<TimeoutError> for AgentError {
 /// assert_eq!(err, AgentError::Timeout { duration: Duration::from_secs(2) });
 /// # }
 /// ```
-pub async fn with_timeout<F: Future>(limit: Duration, future: F) -> Result<F::Output, TimeoutError> {
+pub async fn with_timeout<F: Future>(
+    limit: Duration,
+    future: F,
+) -> Result<F::Output, TimeoutError> {
     tokio::time::timeout(limit, future)
         .await
         .map_err(|_| TimeoutError { duration: limit })

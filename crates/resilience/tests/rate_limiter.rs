@@ -10,8 +10,14 @@ use proptest::prelude::*;
 
 fn manual(capacity: u64, rate: f64, settle: Option<u64>) -> (RateLimiter, ManualClock) {
     let clock = ManualClock::new();
-    let mut b = RateLimiter::builder("t", RateLimiterConfig { capacity, refill_rate: rate })
-        .clock(Arc::new(clock.clone()));
+    let mut b = RateLimiter::builder(
+        "t",
+        RateLimiterConfig {
+            capacity,
+            refill_rate: rate,
+        },
+    )
+    .clock(Arc::new(clock.clone()));
     if let Some(k) = settle {
         b = b.settle_interval(k);
     }
@@ -20,7 +26,13 @@ fn manual(capacity: u64, rate: f64, settle: Option<u64>) -> (RateLimiter, Manual
 
 #[tokio::test(start_paused = true)]
 async fn guide_usage_maps_to_429() {
-    let limiter = RateLimiter::new("api".to_string(), RateLimiterConfig { capacity: 1, refill_rate: 10.0 });
+    let limiter = RateLimiter::new(
+        "api".to_string(),
+        RateLimiterConfig {
+            capacity: 1,
+            refill_rate: 10.0,
+        },
+    );
     async fn handle(l: &RateLimiter) -> Result<&'static str, AgentError> {
         match l.try_acquire(1).await {
             Ok(()) => Ok("handled"),
@@ -40,7 +52,13 @@ async fn question_mark_converts_to_agent_error() {
         l.try_acquire(1).await?;
         Ok(())
     }
-    let l = RateLimiter::new("q", RateLimiterConfig { capacity: 1, refill_rate: 1.0 });
+    let l = RateLimiter::new(
+        "q",
+        RateLimiterConfig {
+            capacity: 1,
+            refill_rate: 1.0,
+        },
+    );
     assert!(call(&l).await.is_ok());
     assert_eq!(call(&l).await, Err(AgentError::RateLimited));
 }
@@ -48,12 +66,48 @@ async fn question_mark_converts_to_agent_error() {
 #[test]
 fn invalid_configs_are_rejected_with_the_field_name() {
     for (config, field) in [
-        (RateLimiterConfig { capacity: 0, refill_rate: 1.0 }, "capacity"),
-        (RateLimiterConfig { capacity: 1, refill_rate: 0.0 }, "refill_rate"),
-        (RateLimiterConfig { capacity: 1, refill_rate: -3.0 }, "refill_rate"),
-        (RateLimiterConfig { capacity: 1, refill_rate: f64::NAN }, "refill_rate"),
-        (RateLimiterConfig { capacity: 1, refill_rate: f64::INFINITY }, "refill_rate"),
-        (RateLimiterConfig { capacity: u64::MAX, refill_rate: 1e-9 }, "capacity"),
+        (
+            RateLimiterConfig {
+                capacity: 0,
+                refill_rate: 1.0,
+            },
+            "capacity",
+        ),
+        (
+            RateLimiterConfig {
+                capacity: 1,
+                refill_rate: 0.0,
+            },
+            "refill_rate",
+        ),
+        (
+            RateLimiterConfig {
+                capacity: 1,
+                refill_rate: -3.0,
+            },
+            "refill_rate",
+        ),
+        (
+            RateLimiterConfig {
+                capacity: 1,
+                refill_rate: f64::NAN,
+            },
+            "refill_rate",
+        ),
+        (
+            RateLimiterConfig {
+                capacity: 1,
+                refill_rate: f64::INFINITY,
+            },
+            "refill_rate",
+        ),
+        (
+            RateLimiterConfig {
+                capacity: u64::MAX,
+                refill_rate: 1e-9,
+            },
+            "capacity",
+        ),
     ] {
         let err = RateLimiter::try_new("x", config).unwrap_err();
         assert_eq!(err.field, field, "{config:?}: {err}");
@@ -62,8 +116,17 @@ fn invalid_configs_are_rejected_with_the_field_name() {
 
 #[tokio::test]
 async fn an_invalid_config_via_new_refuses_instead_of_panicking() {
-    let l = RateLimiter::new("x", RateLimiterConfig { capacity: 0, refill_rate: f64::NAN });
-    assert_eq!(l.try_acquire(1).await, Err(RateLimiterError::RateLimitExceeded));
+    let l = RateLimiter::new(
+        "x",
+        RateLimiterConfig {
+            capacity: 0,
+            refill_rate: f64::NAN,
+        },
+    );
+    assert_eq!(
+        l.try_acquire(1).await,
+        Err(RateLimiterError::RateLimitExceeded)
+    );
     assert_eq!(l.try_acquire(0).await, Ok(()));
 }
 
@@ -81,7 +144,10 @@ fn time_until_available_is_the_retry_after() {
     let (l, clock) = manual(2, 4.0, None);
     assert!(l.check(2).is_ok());
     assert_eq!(l.time_until_available(1), Some(Duration::from_millis(250)));
-    assert_eq!(l.check_with_retry_after(2), Err(Some(Duration::from_millis(500))));
+    assert_eq!(
+        l.check_with_retry_after(2),
+        Err(Some(Duration::from_millis(500)))
+    );
     clock.advance(Duration::from_millis(250));
     assert_eq!(l.available_tokens(), 1);
 }
@@ -114,7 +180,13 @@ fn set_capacity_changes_the_burst() {
 
 #[tokio::test(start_paused = true)]
 async fn acquire_books_slots_in_order_and_sleeps_until_each() {
-    let l = Arc::new(RateLimiter::new("w", RateLimiterConfig { capacity: 1, refill_rate: 1.0 }));
+    let l = Arc::new(RateLimiter::new(
+        "w",
+        RateLimiterConfig {
+            capacity: 1,
+            refill_rate: 1.0,
+        },
+    ));
     let start = tokio::time::Instant::now();
     l.acquire(1, Duration::ZERO).await.unwrap();
     let mut handles = Vec::new();
@@ -130,15 +202,33 @@ async fn acquire_books_slots_in_order_and_sleeps_until_each() {
     for h in handles {
         done.push(h.await.unwrap());
     }
-    assert_eq!(done, [Duration::from_secs(1), Duration::from_secs(2), Duration::from_secs(3)]);
+    assert_eq!(
+        done,
+        [
+            Duration::from_secs(1),
+            Duration::from_secs(2),
+            Duration::from_secs(3)
+        ]
+    );
 }
 
 #[tokio::test(start_paused = true)]
 async fn acquire_fails_at_once_when_the_wait_is_too_long() {
-    let l = RateLimiter::new("w", RateLimiterConfig { capacity: 1, refill_rate: 1.0 });
+    let l = RateLimiter::new(
+        "w",
+        RateLimiterConfig {
+            capacity: 1,
+            refill_rate: 1.0,
+        },
+    );
     l.acquire(1, Duration::ZERO).await.unwrap();
     let err = l.acquire(1, Duration::from_millis(500)).await.unwrap_err();
-    assert_eq!(err, AcquireError::WouldWaitTooLong { wait: Duration::from_secs(1) });
+    assert_eq!(
+        err,
+        AcquireError::WouldWaitTooLong {
+            wait: Duration::from_secs(1)
+        }
+    );
     assert_eq!(err.retry_after(), Some(Duration::from_secs(1)));
     // Nothing was taken by the refusal.
     assert_eq!(l.time_until_available(1), Some(Duration::from_secs(1)));
@@ -146,9 +236,19 @@ async fn acquire_fails_at_once_when_the_wait_is_too_long() {
 
 #[tokio::test(start_paused = true)]
 async fn a_cancelled_wait_gives_its_tokens_back() {
-    let l = RateLimiter::new("w", RateLimiterConfig { capacity: 1, refill_rate: 1.0 });
+    let l = RateLimiter::new(
+        "w",
+        RateLimiterConfig {
+            capacity: 1,
+            refill_rate: 1.0,
+        },
+    );
     l.acquire(1, Duration::ZERO).await.unwrap();
-    let waiting = tokio::time::timeout(Duration::from_millis(100), l.acquire(1, Duration::from_secs(5))).await;
+    let waiting = tokio::time::timeout(
+        Duration::from_millis(100),
+        l.acquire(1, Duration::from_secs(5)),
+    )
+    .await;
     assert!(waiting.is_err());
     assert_eq!(l.time_until_available(1), Some(Duration::from_millis(900)));
 }
