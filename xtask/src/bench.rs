@@ -21,7 +21,9 @@ pub(crate) fn run(args: &[String]) -> Result<(), String> {
     for f in &filters {
         cmd.arg(f.as_str());
     }
-    let status = cmd.status().map_err(|e| format!("could not run cargo bench: {e}"))?;
+    let status = cmd
+        .status()
+        .map_err(|e| format!("could not run cargo bench: {e}"))?;
     if !status.success() {
         return Err("cargo bench failed".into());
     }
@@ -36,11 +38,17 @@ fn report(dir: &Path) -> Result<(), String> {
     let mut groups: Vec<_> = groups.filter_map(Result::ok).map(|e| e.path()).collect();
     groups.sort();
     println!("\n{:<48} {:>14} {:>10}", "benchmark", "mean", "vs anchor");
-    for group in groups.iter().filter(|p| p.is_dir() && !p.ends_with("report")) {
+    for group in groups
+        .iter()
+        .filter(|p| p.is_dir() && !p.ends_with("report"))
+    {
         let mut functions: Vec<(String, f64)> = Vec::new();
         collect(group, group, &mut functions);
         functions.sort_by(|a, b| a.0.cmp(&b.0));
-        let anchor = functions.iter().find(|(n, _)| n.starts_with("anchor")).map(|(_, m)| *m);
+        let anchor = functions
+            .iter()
+            .find(|(n, _)| n.starts_with("anchor"))
+            .map(|(_, m)| *m);
         for (name, mean) in &functions {
             let ratio = match anchor {
                 Some(a) if a > 0.0 && !name.starts_with("anchor") => format!("{:.2}x", mean / a),
@@ -59,7 +67,10 @@ fn report(dir: &Path) -> Result<(), String> {
 
 fn collect(group: &Path, dir: &Path, out: &mut Vec<(String, f64)>) {
     let estimates = dir.join("new").join("estimates.json");
-    if let Some(mean) = fs::read_to_string(&estimates).ok().and_then(|s| mean_of(&s)) {
+    if let Some(mean) = fs::read_to_string(&estimates)
+        .ok()
+        .and_then(|s| mean_of(&s))
+    {
         let name = dir
             .strip_prefix(group)
             .map(|p| p.to_string_lossy().into_owned())

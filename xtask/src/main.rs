@@ -52,7 +52,9 @@ commands:
 
 fn test(args: &[String]) -> Result<(), String> {
     if let Some(arg) = args.first() {
-        return Err(format!("`cargo xtask test` takes no arguments (got `{arg}`)"));
+        return Err(format!(
+            "`cargo xtask test` takes no arguments (got `{arg}`)"
+        ));
     }
     let database_url = env::var("DATABASE_URL").unwrap_or_else(|_| DEFAULT_DATABASE_URL.to_owned());
     check_postgres(&database_url)?;
@@ -62,7 +64,15 @@ fn test(args: &[String]) -> Result<(), String> {
     step(
         &root,
         "clippy",
-        &["clippy", "--workspace", "--all-targets", "--all-features", "--", "-D", "warnings"],
+        &[
+            "clippy",
+            "--workspace",
+            "--all-targets",
+            "--all-features",
+            "--",
+            "-D",
+            "warnings",
+        ],
         &[],
     )?;
     let env = [("DATABASE_URL", database_url.as_str())];
@@ -70,7 +80,13 @@ fn test(args: &[String]) -> Result<(), String> {
         step(
             &root,
             "tests (nextest)",
-            &["nextest", "run", "--workspace", "--all-features", "--no-fail-fast"],
+            &[
+                "nextest",
+                "run",
+                "--workspace",
+                "--all-features",
+                "--no-fail-fast",
+            ],
             &env,
         )?;
     } else {
@@ -78,11 +94,24 @@ fn test(args: &[String]) -> Result<(), String> {
         step(
             &root,
             "tests",
-            &["test", "--workspace", "--all-features", "--lib", "--bins", "--tests", "--examples"],
+            &[
+                "test",
+                "--workspace",
+                "--all-features",
+                "--lib",
+                "--bins",
+                "--tests",
+                "--examples",
+            ],
             &env,
         )?;
     }
-    step(&root, "doctests", &["test", "--workspace", "--all-features", "--doc"], &env)?;
+    step(
+        &root,
+        "doctests",
+        &["test", "--workspace", "--all-features", "--doc"],
+        &env,
+    )?;
     step(
         &root,
         "docs",
@@ -192,7 +221,10 @@ mod tests {
             parse_host_port("postgresql://u:p%40ss@db.internal/app?sslmode=require"),
             Some(("db.internal".into(), 5432))
         );
-        assert_eq!(parse_host_port("postgres://[::1]:6543/x"), Some(("::1".into(), 6543)));
+        assert_eq!(
+            parse_host_port("postgres://[::1]:6543/x"),
+            Some(("::1".into(), 6543))
+        );
         assert_eq!(parse_host_port("mysql://localhost/x"), None);
         assert_eq!(parse_host_port("postgres:///x"), None);
         assert_eq!(parse_host_port("postgres://h:notaport/x"), None);
