@@ -42,6 +42,33 @@ pub mod resilience {
     pub use agent_patterns_resilience::*;
 }
 
+/// Health checks and the Kubernetes probe routes (crate
+/// `agent-patterns-health`, feature `health`).
+#[cfg(feature = "health")]
+pub mod health {
+    pub use agent_patterns_health::*;
+}
+
+/// Graceful shutdown: the coordinator, phases and handlers (crate
+/// `agent-patterns-shutdown`, feature `shutdown`).
+#[cfg(feature = "shutdown")]
+pub mod shutdown {
+    pub use agent_patterns_shutdown::*;
+}
+
+/// Tracing setup, OpenTelemetry export, GenAI spans and the Prometheus
+/// exporter (crate `agent-patterns-tracing-support`, feature `tracing-support`).
+#[cfg(feature = "tracing-support")]
+pub mod tracing_support {
+    pub use agent_patterns_tracing_support::*;
+}
+
+/// W3C trace-context extraction and injection (feature `tracing-support`).
+#[cfg(feature = "tracing-support")]
+pub mod context_propagation {
+    pub use agent_patterns_tracing_support::context_propagation::*;
+}
+
 #[cfg(feature = "resilience")]
 pub use agent_patterns_resilience::{
     Bulkhead, BulkheadConfig, CircuitBreaker, CircuitBreakerConfig, CircuitState, RateLimiter,

@@ -20,7 +20,8 @@ impl AgentEnvironment for ProductionEnvironment {
     async fn call_llm(&self, messages: &[Message]) -> Result<String, AgentError> {
         self.rate_limiter.try_acquire(1).await?;
         self.llm_circuit_breaker.allow_request().await?;
-        let result = tokio::time::timeout(Duration::from_secs(30), self.actual_llm_call(messages)).await?;
+        let result =
+            tokio::time::timeout(Duration::from_secs(30), self.actual_llm_call(messages)).await?;
         match &result {
             Ok(_) => self.llm_circuit_breaker.record_success().await,
             Err(_) => self.llm_circuit_breaker.record_failure().await,
@@ -36,7 +37,13 @@ impl AgentEnvironment for ProductionEnvironment {
             .await?
     }
 
-    async fn log_audit(&self, _event_type: &str, _actor: &str, _action: &str, _success: bool) -> Result<(), AgentError> {
+    async fn log_audit(
+        &self,
+        _event_type: &str,
+        _actor: &str,
+        _action: &str,
+        _success: bool,
+    ) -> Result<(), AgentError> {
         Ok(())
     }
 }
@@ -45,12 +52,25 @@ fn environment(failure_threshold: u32) -> ProductionEnvironment {
     ProductionEnvironment {
         llm_circuit_breaker: Arc::new(CircuitBreaker::new(
             "llm".to_string(),
-            CircuitBreakerConfig { failure_threshold, success_threshold: 2, timeout: Duration::from_secs(60) },
+            CircuitBreakerConfig {
+                failure_threshold,
+                success_threshold: 2,
+                timeout: Duration::from_secs(60),
+            },
         )),
-        rate_limiter: Arc::new(RateLimiter::new("api".to_string(), RateLimiterConfig { capacity: 100, refill_rate: 10.0 })),
+        rate_limiter: Arc::new(RateLimiter::new(
+            "api".to_string(),
+            RateLimiterConfig {
+                capacity: 100,
+                refill_rate: 10.0,
+            },
+        )),
         bulkhead: Arc::new(Bulkhead::new(
             "tool_execution".to_string(),
-            BulkheadConfig { max_concurrent: 10, acquire_timeout: Duration::from_secs(5) },
+            BulkheadConfig {
+                max_concurrent: 10,
+                acquire_timeout: Duration::from_secs(5),
+            },
         )),
     }
 }
@@ -58,8 +78,14 @@ fn environment(failure_threshold: u32) -> ProductionEnvironment {
 #[tokio::test(start_paused = true)]
 async fn the_guides_environment_compiles_and_runs() {
     let env = environment(5);
-    assert_eq!(env.call_llm(&[Message::user("hi")]).await.unwrap(), "1 message(s)");
-    assert_eq!(env.execute_tool("calculator", "2+2").await.unwrap(), "calculator(2+2)");
+    assert_eq!(
+        env.call_llm(&[Message::user("hi")]).await.unwrap(),
+        "1 message(s)"
+    );
+    assert_eq!(
+        env.execute_tool("calculator", "2+2").await.unwrap(),
+        "calculator(2+2)"
+    );
     assert_eq!(env.llm_circuit_breaker.metrics().total_requests, 1);
 }
 
@@ -67,7 +93,13 @@ async fn the_guides_environment_compiles_and_runs() {
 fn status_codes_and_metrics_as_the_guide_writes_them() {
     let err = AgentError::RateLimited;
     assert_eq!(err.status_code(), 429);
-    assert_eq!(AgentError::Timeout { duration: Duration::from_secs(30) }.status_code(), 504);
+    assert_eq!(
+        AgentError::Timeout {
+            duration: Duration::from_secs(30)
+        }
+        .status_code(),
+        504
+    );
 
     let metrics = AgentMetrics::new();
     metrics.record_tool_call("search", true, Duration::from_millis(250));

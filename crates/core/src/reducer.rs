@@ -55,3 +55,19 @@ pub trait Reducer: Send + Sync + 'static {
         env: &Self::Environment,
     ) -> Effects<Self::Action>;
 }
+
+/// A shared reducer is a reducer, so one instance can drive many stores.
+impl<R: Reducer> Reducer for std::sync::Arc<R> {
+    type State = R::State;
+    type Action = R::Action;
+    type Environment = R::Environment;
+
+    fn reduce(
+        &self,
+        state: &mut Self::State,
+        action: Self::Action,
+        env: &Self::Environment,
+    ) -> Effects<Self::Action> {
+        (**self).reduce(state, action, env)
+    }
+}

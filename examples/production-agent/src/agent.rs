@@ -1,0 +1,445 @@
+//! The agent: the guide's `AgentReducer` over `AgentState`/`AgentAction`,
+//! run by the core `Store`, and the environment its effects use.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tracing::Instrument;
+
+use composable_rust_agent_patterns::resilience::{
+    Bulkhead, BulkheadConfig, CircuitBreaker, CircuitBreakerConfig, Pipeline, RateLimiter,
+    RateLimiterConfig, RetryBudget, RetryPolicy, with_timeout,
+};
+use composable_rust_agent_patterns::{
+    AgentEnvironment, AgentError, AgentMetrics, Effects, Message, Reducer, Role,
+};
+
+use crate::config::{AgentConfig, LlmConfig};
+use crate::llm::{Provider, Reply};
+use crate::tools;
+
+/// Where a conversation stands.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case", tag = "status", content = "detail")]
+pub enum Status {
+    /// Waiting for the user.
+    Idle,
+    /// The agent loop is running.
+    Thinking,
+    /// A message was refused by the security screen.
+    Blocked(String),
+    /// The last turn failed.
+    Failed(String),
+    /// Ended by the user.
+    Ended,
+}
+
+/// One conversation's state.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AgentState {
+    /// The conversation's id.
+    pub conversation_id: Option<String>,
+    /// The messages, the system prompt first.
+    pub messages: Vec<Message>,
+    /// Who owns it.
+    pub user_id: Option<String>,
+    /// LLM ↔ tool round trips in the current turn.
+    pub steps: u32,
+    /// Where it stands.
+    pub status: Status,
+    /// The error of the last failed turn.
+    pub last_error: Option<AgentError>,
+}
+
+impl AgentState {
+    /// A new conversation for `user_id`.
+    pub fn new(conversation_id: String, user_id: String, system_prompt: &str) -> Self {
+        Self {
+            conversation_id: Some(conversation_id),
+            messages: vec![Message::system(system_prompt)],
+            user_id: Some(user_id),
+            steps: 0,
+            status: Status::Idle,
+            last_error: None,
+        }
+    }
+
+    /// The latest assistant text, if any.
+    pub fn last_reply(&self) -> Option<&str> {
+        self.messages
+            .iter()
+            .rev()
+            .find(|m| {
+                m.role == Role::Assistant && matches!(Reply::parse(&m.content), Reply::Text(_))
+            })
+            .map(|m| m.content.as_str())
+    }
+}
+
+/// What can happen to a conversation.
+#[derive(Debug, Clone, PartialEq)]
+pub enum AgentAction {
+    /// Begin a conversation.
+    StartConversation {
+        /// Its owner.
+        user_id: String,
+    },
+    /// The user sent a message.
+    SendMessage {
+        /// The text.
+        content: String,
+    },
+    /// The LLM answered.
+    ProcessResponse {
+        /// Its reply (text or a tool request).
+        response: String,
+    },
+    /// A tool finished.
+    ToolResult {
+        /// The tool.
+        tool: String,
+        /// Its output or error.
+        output: Result<String, AgentError>,
+    },
+    /// The LLM call failed.
+    LlmFailed {
+        /// Why.
+        error: AgentError,
+    },
+    /// The user ended the conversation.
+    EndConversation,
+}
+
+/// Decides whether a message may reach the model; `Some(reason)` blocks it.
+pub type Screen = Arc<dyn Fn(&str) -> Option<String> + Send + Sync>;
+
+/// The agent's decisions. Pure: all I/O is in the effects it returns.
+pub struct AgentReducer {
+    config: AgentConfig,
+    screen: Screen,
+}
+
+impl AgentReducer {
+    /// A reducer with the agent settings and a security screen.
+    pub fn new(config: AgentConfig, screen: Screen) -> Self {
+        Self { config, screen }
+    }
+
+    /// Keep at most `max_messages`, never dropping the system prompt.
+    fn prune(&self, state: &mut AgentState) {
+        let max = self.config.max_messages;
+        if state.messages.len() > max {
+            let keep_system = usize::from(
+                state
+                    .messages
+                    .first()
+                    .is_some_and(|m| m.role == Role::System),
+            );
+            let excess = state.messages.len() - max;
+            state.messages.drain(keep_system..keep_system + excess);
+        }
+    }
+
+    fn call_llm(state: &AgentState, env: &Arc<ServerEnvironment>) -> Effects<AgentAction> {
+        let env = Arc::clone(env);
+        let history = state.messages.clone();
+        Effects::run(async move {
+            match env.call_llm(&history).await {
+                Ok(response) => AgentAction::ProcessResponse { response },
+                Err(error) => AgentAction::LlmFailed { error },
+            }
+        })
+    }
+
+    fn audit(
+        state: &AgentState,
+        env: &Arc<ServerEnvironment>,
+        event_type: &'static str,
+        action: &'static str,
+        success: bool,
+    ) -> Effects<AgentAction> {
+        let env = Arc::clone(env);
+        let actor = state.user_id.clone().unwrap_or_default();
+        Effects::fire_and_forget(async move {
+            if let Err(e) = env.log_audit(event_type, &actor, action, success).await {
+                tracing::error!(error = %e, "audit write failed");
+            }
+        })
+    }
+}
+
+impl Reducer for AgentReducer {
+    type State = AgentState;
+    type Action = AgentAction;
+    type Environment = Arc<ServerEnvironment>;
+
+    fn reduce(
+        &self,
+        state: &mut AgentState,
+        action: AgentAction,
+        env: &Arc<ServerEnvironment>,
+    ) -> Effects<AgentAction> {
+        match action {
+            AgentAction::StartConversation { user_id } => {
+                state.user_id = Some(user_id);
+                state.status = Status::Idle;
+                Self::audit(state, env, "data_access", "start_conversation", true)
+            }
+            AgentAction::SendMessage { content } => {
+                // 1. Security first: a blocked message never reaches the model.
+                if let Some(reason) = (self.screen)(&content) {
+                    state.status = Status::Blocked(reason);
+                    return Self::audit(state, env, "security", "prompt_injection_blocked", false);
+                }
+                // 2. State.
+                state.messages.push(Message::user(content));
+                self.prune(state);
+                state.steps = 0;
+                state.status = Status::Thinking;
+                state.last_error = None;
+                // 3. Effects: audit and the LLM call.
+                Effects::merge([
+                    Self::audit(state, env, "llm_interaction", "send_message", true),
+                    Self::call_llm(state, env),
+                ])
+            }
+            AgentAction::ProcessResponse { response } => match Reply::parse(&response) {
+                Reply::ToolCall { name, input } => {
+                    state.messages.push(Message::assistant(response));
+                    state.steps += 1;
+                    if state.steps > self.config.max_steps {
+                        let error = AgentError::Internal(format!(
+                            "the agent needed more than {} tool steps",
+                            self.config.max_steps
+                        ));
+                        state.status = Status::Failed(error.to_string());
+                        state.last_error = Some(error);
+                        self.prune(state);
+                        return Effects::none();
+                    }
+                    self.prune(state);
+                    let env = Arc::clone(env);
+                    Effects::run(async move {
+                        let output = env.execute_tool(&name, &input).await;
+                        AgentAction::ToolResult { tool: name, output }
+                    })
+                }
+                Reply::Text(text) => {
+                    state.messages.push(Message::assistant(text));
+                    self.prune(state);
+                    state.status = Status::Idle;
+                    Effects::none()
+                }
+            },
+            AgentAction::ToolResult { tool, output } => {
+                let content = match output {
+                    Ok(out) => out,
+                    Err(e) => format!("error from {tool}: {e}"),
+                };
+                state.messages.push(Message::tool(content));
+                self.prune(state);
+                Self::call_llm(state, env)
+            }
+            AgentAction::LlmFailed { error } => {
+                state.status = Status::Failed(error.to_string());
+                state.last_error = Some(error);
+                Self::audit(state, env, "llm_interaction", "llm_call_failed", false)
+            }
+            AgentAction::EndConversation => {
+                state.status = Status::Ended;
+                Self::audit(state, env, "data_access", "end_conversation", true)
+            }
+        }
+    }
+}
+
+/// The resilient LLM path of one provider.
+pub struct LlmRoute {
+    /// The provider.
+    pub provider: Provider,
+    /// Rate limiter → circuit breaker → timeout, with budgeted retries.
+    pub pipeline: Pipeline,
+    /// The breaker inside the pipeline (for the admin endpoints).
+    pub breaker: Arc<CircuitBreaker>,
+    /// The limiter inside the pipeline (for the debug endpoint).
+    pub limiter: Arc<RateLimiter>,
+}
+
+impl LlmRoute {
+    /// The route for provider `name`.
+    pub fn new(
+        name: &str,
+        config: &LlmConfig,
+        budget: Arc<RetryBudget>,
+    ) -> Result<Self, AgentError> {
+        let provider = Provider::new(name, config)?;
+        let label = format!("llm_{name}");
+        let limiter = Arc::new(RateLimiter::try_new(
+            label.clone(),
+            RateLimiterConfig {
+                capacity: config.burst,
+                refill_rate: config.rate_per_second,
+            },
+        )?);
+        let breaker = Arc::new(CircuitBreaker::try_new(
+            label.clone(),
+            CircuitBreakerConfig {
+                failure_threshold: config.failure_threshold,
+                success_threshold: 1,
+                timeout: config.open_timeout,
+            },
+        )?);
+        let pipeline = Pipeline::builder(label)
+            .rate_limiter(Arc::clone(&limiter))
+            .circuit_breaker(Arc::clone(&breaker))
+            .timeout(config.timeout)
+            .retry(RetryPolicy {
+                max_attempts: config.max_attempts,
+                initial_delay: Duration::from_millis(200),
+                max_delay: Duration::from_secs(5),
+                ..RetryPolicy::default()
+            })
+            .retry_budget(budget)
+            .build()?;
+        Ok(Self {
+            provider,
+            pipeline,
+            breaker,
+            limiter,
+        })
+    }
+
+    async fn complete(&self, messages: &[Message]) -> Result<String, AgentError> {
+        self.pipeline
+            .execute(|| self.provider.complete(messages))
+            .await
+    }
+}
+
+/// Where audit events go.
+pub type AuditSink = Arc<dyn Fn(&str, &str, &str, bool) + Send + Sync>;
+
+/// The production environment: every effect goes through it.
+pub struct ServerEnvironment {
+    /// The primary LLM.
+    pub primary: LlmRoute,
+    /// Used only when the primary fails with a temporary error.
+    pub fallback: Option<LlmRoute>,
+    /// Tool calls run inside this bulkhead.
+    pub tools: Arc<Bulkhead>,
+    /// Time limit of one tool call.
+    pub tool_timeout: Duration,
+    /// Tool-call figures.
+    pub metrics: Arc<AgentMetrics>,
+    /// Audit destination.
+    pub audit: AuditSink,
+}
+
+impl ServerEnvironment {
+    /// Build from the configuration.
+    pub fn new(llm: &LlmConfig, agent: &AgentConfig, audit: AuditSink) -> Result<Self, AgentError> {
+        let budget = Arc::new(RetryBudget::new(0.2, 5, Duration::from_secs(10))?);
+        let primary = LlmRoute::new(&llm.provider, llm, Arc::clone(&budget))?;
+        let fallback = match llm.fallback.as_str() {
+            "" => None,
+            name => Some(LlmRoute::new(name, llm, budget)?),
+        };
+        let tools = Arc::new(Bulkhead::try_new(
+            "tools",
+            BulkheadConfig {
+                max_concurrent: agent.tool_concurrency,
+                acquire_timeout: Duration::from_secs(5),
+            },
+        )?);
+        Ok(Self {
+            primary,
+            fallback,
+            tools,
+            tool_timeout: agent.tool_timeout,
+            metrics: Arc::new(AgentMetrics::new()),
+            audit,
+        })
+    }
+
+    /// Every breaker of the environment.
+    pub fn breakers(&self) -> Vec<Arc<CircuitBreaker>> {
+        std::iter::once(&self.primary)
+            .chain(self.fallback.as_ref())
+            .map(|r| Arc::clone(&r.breaker))
+            .collect()
+    }
+
+    /// Every limiter of the environment.
+    pub fn limiters(&self) -> Vec<Arc<RateLimiter>> {
+        std::iter::once(&self.primary)
+            .chain(self.fallback.as_ref())
+            .map(|r| Arc::clone(&r.limiter))
+            .collect()
+    }
+}
+
+impl AgentEnvironment for ServerEnvironment {
+    async fn call_llm(&self, messages: &[Message]) -> Result<String, AgentError> {
+        let span = tracing::info_span!(
+            "chat",
+            otel.name = %format!("chat {}", self.primary.provider.model()),
+            gen_ai.operation.name = "chat",
+            gen_ai.request.model = %self.primary.provider.model(),
+        );
+        async {
+            match self.primary.complete(messages).await {
+                Ok(reply) => Ok(reply),
+                Err(e) if e.is_temporary() && self.fallback.is_some() => {
+                    tracing::warn!(error = %e, "primary LLM failed, trying fallback");
+                    match &self.fallback {
+                        Some(fallback) => fallback.complete(messages).await,
+                        None => Err(e),
+                    }
+                }
+                Err(e) => Err(e),
+            }
+        }
+        .instrument(span)
+        .await
+    }
+
+    async fn execute_tool(&self, tool_name: &str, input: &str) -> Result<String, AgentError> {
+        let span = tracing::info_span!(
+            "execute_tool",
+            otel.name = %format!("execute_tool {tool_name}"),
+            gen_ai.operation.name = "execute_tool",
+            gen_ai.tool.name = %tool_name,
+        );
+        let started = Instant::now();
+        let (tool, input) = (tool_name.to_owned(), input.to_owned());
+        let result = match self
+            .tools
+            .execute(with_timeout(self.tool_timeout, async move {
+                tools::run(&tool, &input)
+            }))
+            .instrument(span)
+            .await
+        {
+            Ok(Ok(output)) => output,
+            Ok(Err(timeout)) => Err(timeout.into()),
+            Err(full) => Err(full.into()),
+        };
+        self.metrics
+            .record_tool_call(tool_name, result.is_ok(), started.elapsed());
+        if let Err(e) = &result {
+            self.metrics.record_error(e.to_string());
+        }
+        result
+    }
+
+    async fn log_audit(
+        &self,
+        event_type: &str,
+        actor: &str,
+        action: &str,
+        success: bool,
+    ) -> Result<(), AgentError> {
+        (self.audit)(event_type, actor, action, success);
+        Ok(())
+    }
+}

@@ -1,0 +1,402 @@
+//! The HTTP API: routes, authentication, JSON errors.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::extract::rejection::JsonRejection;
+use axum::extract::{FromRequestParts, Path, Query, State};
+use axum::http::request::Parts;
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use composable_rust_agent_patterns::resilience::KeyedRateLimiter;
+use composable_rust_agent_patterns::{AgentError, Store};
+use serde::Deserialize;
+use serde_json::json;
+
+use crate::agent::{AgentAction, AgentReducer, AgentState, ServerEnvironment, Status};
+use crate::auth::{ApiKeys, Role, User};
+use crate::config::Config;
+use crate::conversations::{Conversation, Conversations};
+
+/// Everything the handlers share.
+pub struct AppState {
+    /// The configuration.
+    pub config: Config,
+    /// API keys.
+    pub keys: ApiKeys,
+    /// Per-user request limit.
+    pub user_limiter: KeyedRateLimiter<String>,
+    /// Conversations.
+    pub conversations: Conversations,
+    /// The agent's environment.
+    pub env: Arc<ServerEnvironment>,
+    /// The agent's decisions.
+    pub reducer: Arc<AgentReducer>,
+}
+
+/// An error answered as JSON: `{"error": {"code", "message"}}`, with the status
+/// from `AgentError::status_code()` and `Retry-After` on 429.
+#[derive(Debug)]
+pub struct ApiError {
+    error: AgentError,
+    retry_after: Option<Duration>,
+}
+
+impl From<AgentError> for ApiError {
+    fn from(error: AgentError) -> Self {
+        Self {
+            error,
+            retry_after: None,
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let status = self.error.status_code();
+        let body = Json(json!({
+            "error": {
+                "code": self.error.code(),
+                "message": self.error.to_string(),
+            }
+        }));
+        let mut response = (status, body).into_response();
+        if status == StatusCode::TOO_MANY_REQUESTS {
+            let secs = self
+                .retry_after
+                .map_or(1, |d| d.as_secs_f64().ceil().max(1.0) as u64);
+            if let Ok(v) = HeaderValue::from_str(&secs.to_string()) {
+                response.headers_mut().insert(header::RETRY_AFTER, v);
+            }
+        }
+        response
+    }
+}
+
+/// The authenticated caller, after the per-user rate limit.
+pub struct Caller(pub User);
+
+impl FromRequestParts<Arc<AppState>> for Caller {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &Arc<AppState>,
+    ) -> Result<Self, Self::Rejection> {
+        let presented = bearer(&parts.headers).ok_or_else(|| {
+            AgentError::Unauthorized("send an API key as `Authorization: Bearer <key>`".into())
+        })?;
+        let user = state
+            .keys
+            .authenticate(presented)
+            .ok_or_else(|| AgentError::Unauthorized("unknown API key".into()))?;
+        if let Err(wait) = state.user_limiter.check_with_retry_after(&user.id, 1) {
+            return Err(ApiError {
+                error: AgentError::RateLimited,
+                retry_after: wait,
+            });
+        }
+        Ok(Caller(user))
+    }
+}
+
+fn bearer(headers: &HeaderMap) -> Option<&str> {
+    if let Some(v) = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+    {
+        return v.strip_prefix("Bearer ").map(str::trim);
+    }
+    headers
+        .get("x-api-key")
+        .and_then(|v| v.to_str().ok())
+        .map(str::trim)
+}
+
+/// An admin caller.
+pub struct Admin(pub User);
+
+impl FromRequestParts<Arc<AppState>> for Admin {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &Arc<AppState>,
+    ) -> Result<Self, Self::Rejection> {
+        let Caller(user) = Caller::from_request_parts(parts, state).await?;
+        if user.role != Role::Admin {
+            return Err(AgentError::Forbidden("admin role required".into()).into());
+        }
+        Ok(Admin(user))
+    }
+}
+
+/// JSON body whose rejections are our JSON errors (400/413/415).
+pub struct Body<T>(pub T);
+
+impl<T, S> axum::extract::FromRequest<S> for Body<T>
+where
+    Json<T>: axum::extract::FromRequest<S, Rejection = JsonRejection>,
+    S: Send + Sync,
+{
+    type Rejection = Response;
+
+    async fn from_request(req: axum::extract::Request, state: &S) -> Result<Self, Self::Rejection> {
+        match Json::<T>::from_request(req, state).await {
+            Ok(Json(v)) => Ok(Body(v)),
+            Err(rejection) => {
+                let status = match rejection.status() {
+                    StatusCode::PAYLOAD_TOO_LARGE => StatusCode::PAYLOAD_TOO_LARGE,
+                    StatusCode::UNSUPPORTED_MEDIA_TYPE => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                    _ => StatusCode::BAD_REQUEST,
+                };
+                let body =
+                    json!({"error": {"code": "invalid_input", "message": rejection.body_text()}});
+                Err((status, Json(body)).into_response())
+            }
+        }
+    }
+}
+
+/// The API routes (health and metrics are mounted by the caller).
+pub fn routes() -> Router<Arc<AppState>> {
+    Router::new()
+        .route(
+            "/v1/conversations",
+            post(create_conversation).get(list_conversations),
+        )
+        .route(
+            "/v1/conversations/{id}",
+            get(get_conversation).delete(end_conversation),
+        )
+        .route("/v1/conversations/{id}/messages", post(send_message))
+        .route("/debug/state", get(debug_state))
+        .route("/debug/rate_limiter", get(debug_rate_limiter))
+        .route("/debug/circuit_breakers", get(debug_circuit_breakers))
+        .route("/admin/circuit-breakers/{name}/reset", post(reset_breaker))
+}
+
+async fn create_conversation(
+    State(app): State<Arc<AppState>>,
+    Caller(user): Caller,
+) -> Result<Response, ApiError> {
+    let id = uuid::Uuid::now_v7().to_string();
+    let state = AgentState::new(id.clone(), user.id.clone(), &app.config.agent.system_prompt);
+    let state = run_agent(
+        &app,
+        state,
+        AgentAction::StartConversation {
+            user_id: user.id.clone(),
+        },
+    )
+    .await?;
+    let created_at = chrono::Utc::now();
+    app.conversations
+        .insert(Conversation {
+            id: id.clone(),
+            owner: user.id,
+            created_at,
+            state,
+        })
+        .await
+        .map_err(|full| AgentError::Unavailable(full.to_string()))?;
+    Ok((
+        StatusCode::CREATED,
+        Json(json!({"id": id, "created_at": created_at})),
+    )
+        .into_response())
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ListQuery {
+    limit: Option<usize>,
+    cursor: Option<String>,
+}
+
+async fn list_conversations(
+    State(app): State<Arc<AppState>>,
+    Caller(user): Caller,
+    Query(q): Query<ListQuery>,
+) -> Result<Response, ApiError> {
+    let limit = q.limit.unwrap_or(20);
+    if !(1..=100).contains(&limit) {
+        return Err(AgentError::InvalidInput("limit must be between 1 and 100".into()).into());
+    }
+    let cursor = match q.cursor {
+        Some(c) => Some(
+            c.parse::<u64>()
+                .map_err(|_| AgentError::InvalidInput("invalid cursor".into()))?,
+        ),
+        None => None,
+    };
+    Ok(Json(app.conversations.list(&user.id, limit, cursor).await).into_response())
+}
+
+fn owner_filter(user: &User) -> Option<&str> {
+    (user.role != Role::Admin).then_some(user.id.as_str())
+}
+
+async fn get_conversation(
+    State(app): State<Arc<AppState>>,
+    Caller(user): Caller,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
+    let conversation = app
+        .conversations
+        .get(&id, owner_filter(&user))
+        .await
+        .ok_or_else(|| AgentError::NotFound(format!("conversation {id}")))?;
+    let c = conversation.lock().await;
+    Ok(Json(json!({
+        "id": c.id,
+        "created_at": c.created_at,
+        "status": c.state.status,
+        "messages": c.state.messages,
+    }))
+    .into_response())
+}
+
+async fn end_conversation(
+    State(app): State<Arc<AppState>>,
+    Caller(user): Caller,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
+    let conversation = app
+        .conversations
+        .get(&id, owner_filter(&user))
+        .await
+        .ok_or_else(|| AgentError::NotFound(format!("conversation {id}")))?;
+    let mut c = conversation.lock().await;
+    let state = run_agent(&app, c.state.clone(), AgentAction::EndConversation).await?;
+    c.state = state;
+    Ok(StatusCode::NO_CONTENT.into_response())
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SendMessage {
+    content: String,
+}
+
+async fn send_message(
+    State(app): State<Arc<AppState>>,
+    Caller(user): Caller,
+    Path(id): Path<String>,
+    Body(body): Body<SendMessage>,
+) -> Result<Response, ApiError> {
+    let content = body.content.trim();
+    if content.is_empty() {
+        return Err(AgentError::InvalidInput("content must not be empty".into()).into());
+    }
+    let max = app.config.limits.max_content_chars;
+    if content.chars().count() > max {
+        return Err(
+            AgentError::InvalidInput(format!("content is longer than {max} characters")).into(),
+        );
+    }
+    let conversation = app
+        .conversations
+        .get(&id, owner_filter(&user))
+        .await
+        .ok_or_else(|| AgentError::NotFound(format!("conversation {id}")))?;
+    let mut c = conversation.lock().await;
+    if c.state.status == Status::Ended {
+        return Err(AgentError::InvalidInput("the conversation has ended".into()).into());
+    }
+    let state = run_agent(
+        &app,
+        c.state.clone(),
+        AgentAction::SendMessage {
+            content: content.to_owned(),
+        },
+    )
+    .await?;
+    let status = state.status.clone();
+    let reply = state.last_reply().map(str::to_owned);
+    let error = state.last_error.clone();
+    // A blocked message is not kept; every other outcome is.
+    if !matches!(status, Status::Blocked(_)) {
+        c.state = state;
+    }
+    match status {
+        Status::Blocked(reason) => Err(AgentError::SecurityViolation(reason).into()),
+        Status::Failed(_) => Err(error
+            .unwrap_or_else(|| AgentError::Internal("the agent failed".into()))
+            .into()),
+        _ => Ok(Json(json!({
+            "conversation_id": id,
+            "reply": reply,
+            "message_count": c.state.messages.len(),
+        }))
+        .into_response()),
+    }
+}
+
+/// Run the reducer for one action (and everything it causes) on `state`.
+async fn run_agent(
+    app: &AppState,
+    state: AgentState,
+    action: AgentAction,
+) -> Result<AgentState, AgentError> {
+    let store = Store::with_config(
+        state,
+        Arc::clone(&app.reducer),
+        Arc::clone(&app.env),
+        composable_rust_agent_patterns::StoreConfig::default(),
+    )?;
+    store.send(action).await?.finished().await;
+    Ok(store.state(Clone::clone))
+}
+
+async fn debug_state(State(app): State<Arc<AppState>>, Admin(_): Admin) -> Json<serde_json::Value> {
+    let (conversations, messages) = app.conversations.counts().await;
+    Json(json!({
+        "conversation_count": conversations,
+        "message_count": messages,
+        "tool_metrics": app.env.metrics.snapshot(),
+    }))
+}
+
+async fn debug_rate_limiter(
+    State(app): State<Arc<AppState>>,
+    Admin(_): Admin,
+) -> Json<serde_json::Value> {
+    let limiters: Vec<_> = app.env.limiters().iter().map(|l| l.snapshot()).collect();
+    Json(json!({
+        "limiters": limiters,
+        "per_user": {
+            "name": app.user_limiter.name(),
+            "capacity": app.user_limiter.config().capacity,
+            "refill_rate": app.user_limiter.config().refill_rate,
+            "keys": app.user_limiter.len(),
+            "max_keys": app.user_limiter.max_keys(),
+        }
+    }))
+}
+
+async fn debug_circuit_breakers(
+    State(app): State<Arc<AppState>>,
+    Admin(_): Admin,
+) -> Json<serde_json::Value> {
+    let breakers: Vec<_> = app.env.breakers().iter().map(|b| b.metrics()).collect();
+    Json(json!({ "circuit_breakers": breakers }))
+}
+
+async fn reset_breaker(
+    State(app): State<Arc<AppState>>,
+    Admin(admin): Admin,
+    Path(name): Path<String>,
+) -> Result<Response, ApiError> {
+    let breaker = app
+        .env
+        .breakers()
+        .into_iter()
+        .find(|b| b.name() == name)
+        .ok_or_else(|| AgentError::NotFound(format!("circuit breaker {name}")))?;
+    breaker.force_reset().await;
+    (app.env.audit)("configuration", &admin.id, "reset_circuit_breaker", true);
+    Ok(Json(json!({"name": name, "state": breaker.state()})).into_response())
+}

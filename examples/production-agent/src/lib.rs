@@ -1,0 +1,142 @@
+//! A production AI-agent server built from the workspace's crates.
+//!
+//! * `POST /v1/conversations`, `GET /v1/conversations[/{id}]`,
+//!   `DELETE /v1/conversations/{id}`, `POST /v1/conversations/{id}/messages`;
+//! * admin: `GET /debug/state`, `/debug/rate_limiter`, `/debug/circuit_breakers`,
+//!   `POST /admin/circuit-breakers/{name}/reset`;
+//! * `/health`, `/health/live`, `/health/ready`; `/metrics` on the metrics port.
+//!
+//! The agent is a reducer ([`agent::AgentReducer`]) run by the core `Store`;
+//! LLM calls go through rate limiter → circuit breaker → timeout → retry with
+//! a budget; tool calls run in a bulkhead with a timeout.
+//!
+//! ```no_run
+//! # async fn run() -> Result<(), Box<dyn std::error::Error>> {
+//! let config = production_agent::config::Config::load(None, &|k| std::env::var(k).ok())?;
+//! let app = production_agent::App::build(config)?;
+//! let listener = tokio::net::TcpListener::bind("127.0.0.1:8080").await?;
+//! axum::serve(listener, app.router()).await?;
+//! # Ok(())
+//! # }
+//! ```
+
+pub mod agent;
+pub mod auth;
+pub mod config;
+pub mod conversations;
+pub mod http;
+pub mod llm;
+pub mod tools;
+
+use std::sync::Arc;
+
+use axum::Router;
+use axum::extract::DefaultBodyLimit;
+use axum::http::StatusCode;
+use axum::response::IntoResponse;
+use axum::routing::get;
+use composable_rust_agent_patterns::AgentError;
+use composable_rust_agent_patterns::resilience::{KeyedRateLimiter, RateLimiterConfig};
+use tower::ServiceBuilder;
+
+use crate::agent::{AgentReducer, AuditSink, Screen, ServerEnvironment};
+use crate::auth::ApiKeys;
+use crate::config::Config;
+use crate::conversations::Conversations;
+use crate::http::AppState;
+
+/// The assembled server.
+pub struct App {
+    state: Arc<AppState>,
+    /// The admin key generated at start when none was configured.
+    pub generated_admin_key: Option<String>,
+}
+
+impl App {
+    /// Build every part from the configuration.
+    pub fn build(config: Config) -> Result<Self, AgentError> {
+        let mut keys = ApiKeys::from_entries(&config.api_keys).map_err(AgentError::Config)?;
+        let generated_admin_key = keys.is_empty().then(|| keys.generate_admin());
+        let audit: AuditSink = Arc::new(|event_type, actor, action, success| {
+            tracing::info!(target: "audit", event_type, actor, action, success, "audit event");
+        });
+        let env = Arc::new(ServerEnvironment::new(&config.llm, &config.agent, audit)?);
+        let screen: Screen = Arc::new(|_content: &str| None);
+        let reducer = Arc::new(AgentReducer::new(config.agent.clone(), screen));
+        let user_limiter = KeyedRateLimiter::new(
+            "per_user",
+            RateLimiterConfig {
+                capacity: config.user_rate_limit.capacity,
+                refill_rate: config.user_rate_limit.refill_rate,
+            },
+            config.user_rate_limit.max_keys,
+        )?;
+        let state = Arc::new(AppState {
+            conversations: Conversations::new(config.agent.max_conversations),
+            config,
+            keys,
+            user_limiter,
+            env,
+            reducer,
+        });
+        Ok(Self {
+            state,
+            generated_admin_key,
+        })
+    }
+
+    /// The API router with health probes and the hardening layers.
+    pub fn router(&self) -> Router {
+        let limits = self.state.config.limits;
+        http::routes()
+            .route("/health", get(|| async { (StatusCode::OK, "started") }))
+            .route("/health/live", get(|| async { (StatusCode::OK, "alive") }))
+            .route("/health/ready", get(|| async { (StatusCode::OK, "ready") }))
+            .fallback(|| async {
+                http::ApiError::from(AgentError::NotFound("no such route".into())).into_response()
+            })
+            .layer(axum::middleware::from_fn_with_state(
+                limits.max_header_bytes,
+                limit_headers,
+            ))
+            .layer(
+                ServiceBuilder::new()
+                    .layer(DefaultBodyLimit::max(limits.max_body_bytes))
+                    .layer(tower::limit::GlobalConcurrencyLimitLayer::new(
+                        limits.max_concurrent_requests,
+                    ))
+                    .layer(tower_http::timeout::TimeoutLayer::with_status_code(
+                        StatusCode::GATEWAY_TIMEOUT,
+                        limits.request_timeout,
+                    )),
+            )
+            .with_state(Arc::clone(&self.state))
+    }
+
+    /// The shared state (for tests and the admin tooling).
+    pub fn state(&self) -> &Arc<AppState> {
+        &self.state
+    }
+}
+
+/// Refuse requests whose headers add up to more than `max` bytes (431).
+async fn limit_headers(
+    axum::extract::State(max): axum::extract::State<usize>,
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    let size: usize = request
+        .headers()
+        .iter()
+        .map(|(name, value)| name.as_str().len() + value.len() + 4)
+        .sum();
+    if size > max {
+        let body = serde_json::json!({"error": {"code": "invalid_input", "message": format!("request headers exceed {max} bytes")}});
+        return (
+            StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+            axum::Json(body),
+        )
+            .into_response();
+    }
+    next.run(request).await
+}

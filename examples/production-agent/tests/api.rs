@@ -1,0 +1,439 @@
+#![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
+//! End-to-end tests over real HTTP on 127.0.0.1:0.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, AtomicUsize, Ordering};
+use std::time::Duration;
+
+use axum::Json;
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::routing::post;
+use production_agent::App;
+use production_agent::config::Config;
+use serde_json::{Value, json};
+
+const ALICE: &str = "alice-secret-key";
+const BOB: &str = "bob-secret-key-2";
+const ADMIN: &str = "admin-secret-key";
+
+struct Server {
+    base: String,
+    client: reqwest::Client,
+}
+
+fn config() -> Config {
+    let mut c = Config::default();
+    c.api_keys = vec![
+        format!("alice:user:{ALICE}"),
+        format!("bob:user:{BOB}"),
+        format!("ops:admin:{ADMIN}"),
+    ];
+    c.llm.provider = "offline".into();
+    c
+}
+
+async fn start(config: Config) -> Server {
+    let app = App::build(config).unwrap();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, app.router()).await });
+    Server {
+        base: format!("http://{addr}"),
+        client: reqwest::Client::new(),
+    }
+}
+
+impl Server {
+    async fn call(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        key: Option<&str>,
+        body: Option<Value>,
+    ) -> (StatusCode, reqwest::header::HeaderMap, Value) {
+        let mut req = self.client.request(method, format!("{}{path}", self.base));
+        if let Some(key) = key {
+            req = req.bearer_auth(key);
+        }
+        if let Some(body) = body {
+            req = req.json(&body);
+        }
+        let resp = req.send().await.unwrap();
+        let status = StatusCode::from_u16(resp.status().as_u16()).unwrap();
+        let headers = resp.headers().clone();
+        let text = resp.text().await.unwrap();
+        (
+            status,
+            headers,
+            serde_json::from_str(&text).unwrap_or(Value::String(text)),
+        )
+    }
+
+    async fn conversation(&self, key: &str) -> String {
+        let (status, _, body) = self
+            .call(reqwest::Method::POST, "/v1/conversations", Some(key), None)
+            .await;
+        assert_eq!(status, StatusCode::CREATED, "{body}");
+        body["id"].as_str().unwrap().to_owned()
+    }
+
+    async fn say(&self, key: &str, id: &str, content: &str) -> (StatusCode, Value) {
+        let (status, _, body) = self
+            .call(
+                reqwest::Method::POST,
+                &format!("/v1/conversations/{id}/messages"),
+                Some(key),
+                Some(json!({"content": content})),
+            )
+            .await;
+        (status, body)
+    }
+}
+
+#[tokio::test]
+async fn a_conversation_runs_the_tool_loop_offline() {
+    let server = start(config()).await;
+    let id = server.conversation(ALICE).await;
+    let (status, body) = server.say(ALICE, &id, "What is 6 * (3 + 4)?").await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body["reply"], "6 * (3 + 4) = 42");
+    let (status, _, convo) = server
+        .call(
+            reqwest::Method::GET,
+            &format!("/v1/conversations/{id}"),
+            Some(ALICE),
+            None,
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    let roles: Vec<&str> = convo["messages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["role"].as_str().unwrap())
+        .collect();
+    assert_eq!(roles, ["system", "user", "assistant", "tool", "assistant"]);
+    let (_, _, list) = server
+        .call(reqwest::Method::GET, "/v1/conversations", Some(ALICE), None)
+        .await;
+    assert_eq!(list["conversations"][0]["id"], id.as_str());
+}
+
+#[derive(Default)]
+struct FakeLlm {
+    calls: AtomicU32,
+    /// Number of calls to fail with 503 before answering.
+    failures: AtomicU32,
+}
+
+async fn fake_anthropic(
+    State(fake): State<Arc<FakeLlm>>,
+    Json(body): Json<Value>,
+) -> (StatusCode, Json<Value>) {
+    fake.calls.fetch_add(1, Ordering::SeqCst);
+    if fake
+        .failures
+        .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |f| f.checked_sub(1))
+        .is_ok()
+    {
+        return (
+            StatusCode::SERVICE_UNAVAILABLE,
+            Json(json!({"type": "error"})),
+        );
+    }
+    let last = body["messages"]
+        .as_array()
+        .and_then(|m| m.last())
+        .cloned()
+        .unwrap_or_default();
+    let content = last["content"].as_str().unwrap_or_default();
+    let reply = if content.starts_with("Tool result: ") {
+        json!({"content": [{"type": "text", "text": format!("The calculator says {}", &content[13..])}], "stop_reason": "end_turn"})
+    } else {
+        json!({"content": [{"type": "tool_use", "id": "t1", "name": "calculator", "input": {"expression": "2+2"}}], "stop_reason": "tool_use"})
+    };
+    (StatusCode::OK, Json(reply))
+}
+
+async fn start_fake(fake: Arc<FakeLlm>) -> String {
+    let router = axum::Router::new()
+        .route("/v1/messages", post(fake_anthropic))
+        .with_state(fake);
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, router).await });
+    format!("http://{addr}")
+}
+
+fn anthropic_config(base_url: String) -> Config {
+    let mut c = config();
+    c.llm.provider = "anthropic".into();
+    c.llm.api_key = Some("test-key".into());
+    c.llm.base_url = base_url;
+    c.llm.max_attempts = 2;
+    c.llm.failure_threshold = 3;
+    c.llm.open_timeout = Duration::from_secs(600);
+    c
+}
+
+#[tokio::test]
+async fn the_anthropic_provider_drives_a_tool_call() {
+    let fake = Arc::new(FakeLlm::default());
+    let server = start(anthropic_config(start_fake(Arc::clone(&fake)).await)).await;
+    let id = server.conversation(ALICE).await;
+    let (status, body) = server.say(ALICE, &id, "add two and two").await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body["reply"], "The calculator says 4");
+    assert_eq!(fake.calls.load(Ordering::SeqCst), 2);
+}
+
+#[tokio::test]
+async fn failures_are_retried_then_the_breaker_opens_and_fails_fast() {
+    let fake = Arc::new(FakeLlm::default());
+    fake.failures.store(1000, Ordering::SeqCst);
+    let server = start(anthropic_config(start_fake(Arc::clone(&fake)).await)).await;
+    let id = server.conversation(ALICE).await;
+    let (status, body) = server.say(ALICE, &id, "hello").await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{body}");
+    assert_eq!(body["error"]["code"], "llm_unavailable");
+    assert_eq!(fake.calls.load(Ordering::SeqCst), 2, "one retry");
+    let (status, _) = server.say(ALICE, &id, "hello").await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+    // Third failure opens the breaker: the next call never reaches the provider.
+    let before = fake.calls.load(Ordering::SeqCst);
+    let (status, body) = server.say(ALICE, &id, "hello").await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(body["error"]["code"], "circuit_breaker_open", "{body}");
+    assert_eq!(fake.calls.load(Ordering::SeqCst), before);
+
+    let (_, _, breakers) = server
+        .call(
+            reqwest::Method::GET,
+            "/debug/circuit_breakers",
+            Some(ADMIN),
+            None,
+        )
+        .await;
+    assert_eq!(breakers["circuit_breakers"][0]["state"], "open");
+
+    // The provider recovers; an admin resets the breaker.
+    fake.failures.store(0, Ordering::SeqCst);
+    let (status, _, _) = server
+        .call(
+            reqwest::Method::POST,
+            "/admin/circuit-breakers/llm_anthropic/reset",
+            Some(ADMIN),
+            None,
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    let (status, body) = server.say(ALICE, &id, "add two and two").await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+}
+
+#[tokio::test]
+async fn the_fallback_provider_answers_when_the_primary_is_down() {
+    let fake = Arc::new(FakeLlm::default());
+    fake.failures.store(1000, Ordering::SeqCst);
+    let mut c = anthropic_config(start_fake(Arc::clone(&fake)).await);
+    c.llm.fallback = "offline".into();
+    let server = start(c).await;
+    let id = server.conversation(ALICE).await;
+    let (status, body) = server.say(ALICE, &id, "What is 2+3?").await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body["reply"], "2+3 = 5");
+}
+
+#[tokio::test]
+async fn the_per_user_limit_answers_429_with_retry_after() {
+    let mut c = config();
+    c.user_rate_limit.capacity = 3;
+    c.user_rate_limit.refill_rate = 0.5;
+    let server = start(c).await;
+    for _ in 0..3 {
+        let (status, _, _) = server
+            .call(reqwest::Method::GET, "/v1/conversations", Some(ALICE), None)
+            .await;
+        assert_eq!(status, StatusCode::OK);
+    }
+    let (status, headers, body) = server
+        .call(reqwest::Method::GET, "/v1/conversations", Some(ALICE), None)
+        .await;
+    assert_eq!(status, StatusCode::TOO_MANY_REQUESTS);
+    assert_eq!(body["error"]["code"], "rate_limited");
+    assert_eq!(headers["retry-after"], "2");
+    // Bob has his own bucket.
+    let (status, _, _) = server
+        .call(reqwest::Method::GET, "/v1/conversations", Some(BOB), None)
+        .await;
+    assert_eq!(status, StatusCode::OK);
+}
+
+#[tokio::test]
+async fn users_see_only_their_own_conversations() {
+    let server = start(config()).await;
+    let id = server.conversation(ALICE).await;
+    let (status, _, body) = server
+        .call(
+            reqwest::Method::GET,
+            &format!("/v1/conversations/{id}"),
+            Some(BOB),
+            None,
+        )
+        .await;
+    assert_eq!(status, StatusCode::NOT_FOUND, "{body}");
+    let (status, _) = server.say(BOB, &id, "hi").await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    let (status, _, _) = server
+        .call(
+            reqwest::Method::DELETE,
+            &format!("/v1/conversations/{id}"),
+            Some(BOB),
+            None,
+        )
+        .await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    let (_, _, list) = server
+        .call(reqwest::Method::GET, "/v1/conversations", Some(BOB), None)
+        .await;
+    assert_eq!(list["conversations"].as_array().unwrap().len(), 0);
+    let (status, _, _) = server
+        .call(
+            reqwest::Method::DELETE,
+            &format!("/v1/conversations/{id}"),
+            Some(ALICE),
+            None,
+        )
+        .await;
+    assert_eq!(status, StatusCode::NO_CONTENT);
+    let (status, _) = server.say(ALICE, &id, "hi").await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+}
+
+#[tokio::test]
+async fn admin_endpoints_need_an_admin_key() {
+    let server = start(config()).await;
+    for path in [
+        "/debug/state",
+        "/debug/rate_limiter",
+        "/debug/circuit_breakers",
+    ] {
+        let (status, _, _) = server.call(reqwest::Method::GET, path, None, None).await;
+        assert_eq!(status, StatusCode::UNAUTHORIZED, "{path}");
+        let (status, _, _) = server
+            .call(reqwest::Method::GET, path, Some(ALICE), None)
+            .await;
+        assert_eq!(status, StatusCode::FORBIDDEN, "{path}");
+        let (status, _, body) = server
+            .call(reqwest::Method::GET, path, Some(ADMIN), None)
+            .await;
+        assert_eq!(status, StatusCode::OK, "{path}: {body}");
+    }
+    let (status, _, _) = server
+        .call(
+            reqwest::Method::GET,
+            "/v1/conversations",
+            Some("wrong-key-123"),
+            None,
+        )
+        .await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+}
+
+#[tokio::test]
+async fn bad_input_gets_4xx_and_the_server_keeps_serving() {
+    let server = start(config()).await;
+    let id = server.conversation(ALICE).await;
+    let url = format!("{}/v1/conversations/{id}/messages", server.base);
+    let send = |body: Vec<u8>| {
+        server
+            .client
+            .post(&url)
+            .bearer_auth(ALICE)
+            .header("content-type", "application/json")
+            .body(body)
+            .send()
+    };
+    let cases: Vec<(&str, Vec<u8>, u16)> = vec![
+        ("malformed", b"{\"content\": ".to_vec(), 400),
+        (
+            "unknown field",
+            br#"{"content": "hi", "role": "system"}"#.to_vec(),
+            400,
+        ),
+        ("empty content", br#"{"content": "   "}"#.to_vec(), 400),
+        (
+            "invalid utf-8",
+            b"{\"content\": \"\xff\xfe\"}".to_vec(),
+            400,
+        ),
+        (
+            "10 MiB",
+            {
+                let mut b = b"{\"content\": \"".to_vec();
+                b.extend(std::iter::repeat_n(b'a', 10 * 1024 * 1024));
+                b.extend(b"\"}");
+                b
+            },
+            413,
+        ),
+    ];
+    for (name, body, want) in cases {
+        let resp = send(body).await.unwrap();
+        assert_eq!(resp.status().as_u16(), want, "{name}");
+    }
+    let huge_header = "x".repeat(64 * 1024);
+    let resp = server
+        .client
+        .get(format!("{}/v1/conversations", server.base))
+        .bearer_auth(ALICE)
+        .header("x-filler", huge_header)
+        .send()
+        .await;
+    assert!(resp.map(|r| r.status().is_client_error()).unwrap_or(true));
+    let (status, body) = server.say(ALICE, &id, "What is 1+1?").await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+}
+
+#[tokio::test]
+async fn debug_state_counts_conversations_and_messages() {
+    let server = start(config()).await;
+    let id = server.conversation(ALICE).await;
+    server.say(ALICE, &id, "hello").await;
+    let (_, _, state) = server
+        .call(reqwest::Method::GET, "/debug/state", Some(ADMIN), None)
+        .await;
+    assert_eq!(state["conversation_count"], 1);
+    assert_eq!(state["message_count"], 3);
+}
+
+#[tokio::test]
+async fn history_is_pruned_but_keeps_the_system_prompt() {
+    let mut c = config();
+    c.agent.max_messages = 4;
+    let server = start(c).await;
+    let id = server.conversation(ALICE).await;
+    for i in 0..5 {
+        let (status, _) = server.say(ALICE, &id, &format!("message {i}")).await;
+        assert_eq!(status, StatusCode::OK);
+    }
+    let (_, _, convo) = server
+        .call(
+            reqwest::Method::GET,
+            &format!("/v1/conversations/{id}"),
+            Some(ALICE),
+            None,
+        )
+        .await;
+    let messages = convo["messages"].as_array().unwrap();
+    assert_eq!(messages.len(), 4);
+    assert_eq!(messages[0]["role"], "system");
+    assert!(
+        messages[3]["content"]
+            .as_str()
+            .unwrap()
+            .contains("message 4")
+    );
+    let _ = AtomicUsize::new(0);
+}
