@@ -10,6 +10,7 @@ use composable_rust_agent_patterns::resilience::{
     Bulkhead, BulkheadConfig, CircuitBreaker, CircuitBreakerConfig, Pipeline, RateLimiter,
     RateLimiterConfig, RetryBudget, RetryPolicy, with_timeout,
 };
+use composable_rust_agent_patterns::tracing_support::ToolSpan;
 use composable_rust_agent_patterns::{
     AgentEnvironment, AgentError, AgentMetrics, Effects, Message, Reducer, Role,
 };
@@ -380,36 +381,21 @@ impl ServerEnvironment {
 
 impl AgentEnvironment for ServerEnvironment {
     async fn call_llm(&self, messages: &[Message]) -> Result<String, AgentError> {
-        let span = tracing::info_span!(
-            "chat",
-            otel.name = %format!("chat {}", self.primary.provider.model()),
-            gen_ai.operation.name = "chat",
-            gen_ai.request.model = %self.primary.provider.model(),
-        );
-        async {
-            match self.primary.complete(messages).await {
-                Ok(reply) => Ok(reply),
-                Err(e) if e.is_temporary() && self.fallback.is_some() => {
-                    tracing::warn!(error = %e, "primary LLM failed, trying fallback");
-                    match &self.fallback {
-                        Some(fallback) => fallback.complete(messages).await,
-                        None => Err(e),
-                    }
+        match self.primary.complete(messages).await {
+            Ok(reply) => Ok(reply),
+            Err(e) if e.is_temporary() && self.fallback.is_some() => {
+                tracing::warn!(error = %e, "primary LLM failed, trying fallback");
+                match &self.fallback {
+                    Some(fallback) => fallback.complete(messages).await,
+                    None => Err(e),
                 }
-                Err(e) => Err(e),
             }
+            Err(e) => Err(e),
         }
-        .instrument(span)
-        .await
     }
 
     async fn execute_tool(&self, tool_name: &str, input: &str) -> Result<String, AgentError> {
-        let span = tracing::info_span!(
-            "execute_tool",
-            otel.name = %format!("execute_tool {tool_name}"),
-            gen_ai.operation.name = "execute_tool",
-            gen_ai.tool.name = %tool_name,
-        );
+        let mut span = ToolSpan::start(tool_name, None);
         let started = Instant::now();
         let (tool, input) = (tool_name.to_owned(), input.to_owned());
         let result = match self
@@ -417,7 +403,7 @@ impl AgentEnvironment for ServerEnvironment {
             .execute(with_timeout(self.tool_timeout, async move {
                 tools::run(&tool, &input)
             }))
-            .instrument(span)
+            .instrument(span.span().clone())
             .await
         {
             Ok(Ok(output)) => output,
@@ -427,8 +413,10 @@ impl AgentEnvironment for ServerEnvironment {
         self.metrics
             .record_tool_call(tool_name, result.is_ok(), started.elapsed());
         if let Err(e) = &result {
+            span.record_error(e.code());
             self.metrics.record_error(e.to_string());
         }
+        span.finish();
         result
     }
 

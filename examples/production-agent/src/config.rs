@@ -25,9 +25,14 @@ pub struct Config {
     pub agent: AgentConfig,
     /// HTTP hardening limits.
     pub limits: LimitsConfig,
-    /// How long shutdown may take in all.
+    /// How long shutdown may take in all, after the drain delay.
     #[serde(with = "secs")]
     pub shutdown_timeout: Duration,
+    /// How long readiness answers 503 before the server stops accepting, so
+    /// the load balancer can notice (Kubernetes: a few seconds;
+    /// `terminationGracePeriodSeconds` must exceed drain_delay + shutdown_timeout).
+    #[serde(with = "secs")]
+    pub drain_delay: Duration,
     /// Log as JSON lines (production) rather than human-readable text.
     pub json_logs: bool,
 }
@@ -125,6 +130,7 @@ impl Default for Config {
             agent: AgentConfig::default(),
             limits: LimitsConfig::default(),
             shutdown_timeout: Duration::from_secs(30),
+            drain_delay: Duration::ZERO,
             json_logs: false,
         }
     }

@@ -34,9 +34,14 @@ use axum::Router;
 use axum::extract::DefaultBodyLimit;
 use axum::http::StatusCode;
 use axum::response::IntoResponse;
-use axum::routing::get;
 use composable_rust_agent_patterns::AgentError;
-use composable_rust_agent_patterns::resilience::{KeyedRateLimiter, RateLimiterConfig};
+use composable_rust_agent_patterns::health::{
+    CheckOptions, ComponentHealth, FnHealthCheck, ReadinessGate, SystemHealthCheck, probe_routes,
+};
+use composable_rust_agent_patterns::resilience::{
+    CircuitState, KeyedRateLimiter, RateLimiterConfig,
+};
+use composable_rust_agent_patterns::tracing_support::HttpTraceLayer;
 use tower::ServiceBuilder;
 
 use crate::agent::{AgentReducer, AuditSink, Screen, ServerEnvironment};
@@ -48,6 +53,7 @@ use crate::http::AppState;
 /// The assembled server.
 pub struct App {
     state: Arc<AppState>,
+    health: Arc<SystemHealthCheck>,
     /// The admin key generated at start when none was configured.
     pub generated_admin_key: Option<String>,
 }
@@ -79,19 +85,24 @@ impl App {
             env,
             reducer,
         });
+        let health = Arc::new(health_checks(&state.env));
         Ok(Self {
             state,
+            health,
             generated_admin_key,
         })
+    }
+
+    /// The gate that turns readiness to 503 while the server drains.
+    pub fn readiness_gate(&self) -> ReadinessGate {
+        self.health.readiness_gate()
     }
 
     /// The API router with health probes and the hardening layers.
     pub fn router(&self) -> Router {
         let limits = self.state.config.limits;
         http::routes()
-            .route("/health", get(|| async { (StatusCode::OK, "started") }))
-            .route("/health/live", get(|| async { (StatusCode::OK, "alive") }))
-            .route("/health/ready", get(|| async { (StatusCode::OK, "ready") }))
+            .merge(probe_routes(Arc::clone(&self.health)))
             .fallback(|| async {
                 http::ApiError::from(AgentError::NotFound("no such route".into())).into_response()
             })
@@ -101,6 +112,7 @@ impl App {
             ))
             .layer(
                 ServiceBuilder::new()
+                    .layer(HttpTraceLayer::new())
                     .layer(DefaultBodyLimit::max(limits.max_body_bytes))
                     .layer(tower::limit::GlobalConcurrencyLimitLayer::new(
                         limits.max_concurrent_requests,
@@ -139,4 +151,29 @@ async fn limit_headers(
             .into_response();
     }
     next.run(request).await
+}
+
+/// The readiness checks: the LLM path is non-critical (an open breaker makes
+/// the pod degraded, still ready: the fallback or a recovery may serve).
+fn health_checks(env: &Arc<ServerEnvironment>) -> SystemHealthCheck {
+    let mut health = SystemHealthCheck::new();
+    let breakers = env.breakers();
+    health.add_check_with(
+        Arc::new(FnHealthCheck::new("llm", move || {
+            let open: Vec<String> = breakers
+                .iter()
+                .filter(|b| b.state() == CircuitState::Open)
+                .map(|b| b.name().to_owned())
+                .collect();
+            async move {
+                if open.is_empty() {
+                    ComponentHealth::healthy("LLM circuit breakers closed")
+                } else {
+                    ComponentHealth::degraded(format!("circuit breaker open: {}", open.join(", ")))
+                }
+            }
+        })),
+        CheckOptions::non_critical(),
+    );
+    health
 }

@@ -8,8 +8,11 @@
 
 use std::time::Duration;
 
+use composable_rust_agent_patterns::context_propagation::trace_headers;
+use composable_rust_agent_patterns::tracing_support::ChatSpan;
 use composable_rust_agent_patterns::{AgentError, Message, Role};
 use serde_json::{Value, json};
+use tracing::Instrument;
 
 use crate::config::LlmConfig;
 use crate::tools::calculate;
@@ -113,16 +116,53 @@ impl Provider {
         &self.model
     }
 
-    /// Ask the model for the next reply to `messages`.
-    pub async fn complete(&self, messages: &[Message]) -> Result<String, AgentError> {
+    /// The `gen_ai.provider.name` of this provider.
+    pub fn provider_name(&self) -> &'static str {
         match self.kind {
-            Kind::Offline => offline(messages),
-            Kind::Anthropic => self.anthropic(messages).await,
-            Kind::OpenAi => self.openai(messages).await,
+            Kind::Offline => "offline",
+            Kind::Anthropic => "anthropic",
+            Kind::OpenAi => "openai",
         }
     }
 
-    async fn anthropic(&self, messages: &[Message]) -> Result<String, AgentError> {
+    /// Ask the model for the next reply to `messages`, inside a GenAI
+    /// `chat {model}` span that records duration, token usage and errors;
+    /// the span's trace context is sent to the provider.
+    pub async fn complete(&self, messages: &[Message]) -> Result<String, AgentError> {
+        let mut chat = ChatSpan::start(self.provider_name(), &self.model);
+        chat.record_request_parameters(Some(u64::from(self.max_tokens)), None);
+        let result = match self.kind {
+            Kind::Offline => offline(messages).map(|text| Completion {
+                input_tokens: messages.iter().map(|m| estimate_tokens(&m.content)).sum(),
+                output_tokens: estimate_tokens(&text),
+                model: None,
+                text,
+            }),
+            Kind::Anthropic => {
+                self.anthropic(messages)
+                    .instrument(chat.span().clone())
+                    .await
+            }
+            Kind::OpenAi => self.openai(messages).instrument(chat.span().clone()).await,
+        };
+        match result {
+            Ok(completion) => {
+                if let Some(model) = &completion.model {
+                    chat.record_response_model(model);
+                }
+                chat.record_usage(completion.input_tokens, completion.output_tokens);
+                chat.finish();
+                Ok(completion.text)
+            }
+            Err(e) => {
+                chat.record_error(e.code());
+                chat.finish();
+                Err(e)
+            }
+        }
+    }
+
+    async fn anthropic(&self, messages: &[Message]) -> Result<Completion, AgentError> {
         let system: Vec<&str> = messages
             .iter()
             .filter(|m| m.role == Role::System)
@@ -154,12 +194,22 @@ impl Provider {
         let mut request = self
             .http
             .post(format!("{}/v1/messages", self.base_url))
+            .headers(trace_headers())
             .header("anthropic-version", "2023-06-01")
             .json(&body);
         if let Some(key) = &self.api_key {
             request = request.header("x-api-key", key);
         }
         let response = send(request).await?;
+        let completion = |text: String| Completion {
+            input_tokens: usage(&response, "input_tokens"),
+            output_tokens: usage(&response, "output_tokens"),
+            model: response
+                .get("model")
+                .and_then(Value::as_str)
+                .map(str::to_owned),
+            text,
+        };
         let blocks = response
             .get("content")
             .and_then(Value::as_array)
@@ -170,7 +220,10 @@ impl Provider {
                     .get("name")
                     .and_then(Value::as_str)
                     .unwrap_or_default();
-                return Ok(Reply::tool_call(name, &tool_input(block.get("input"))));
+                return Ok(completion(Reply::tool_call(
+                    name,
+                    &tool_input(block.get("input")),
+                )));
             }
         }
         let text: Vec<&str> = blocks
@@ -181,10 +234,10 @@ impl Provider {
         if text.is_empty() {
             return Err(bad_reply("no text block"));
         }
-        Ok(text.join(""))
+        Ok(completion(text.join("")))
     }
 
-    async fn openai(&self, messages: &[Message]) -> Result<String, AgentError> {
+    async fn openai(&self, messages: &[Message]) -> Result<Completion, AgentError> {
         let turns: Vec<Value> = messages
             .iter()
             .map(|m| match m.role {
@@ -213,6 +266,15 @@ impl Provider {
             request = request.bearer_auth(key);
         }
         let response = send(request).await?;
+        let completion = |text: String| Completion {
+            input_tokens: usage(&response, "prompt_tokens"),
+            output_tokens: usage(&response, "completion_tokens"),
+            model: response
+                .get("model")
+                .and_then(Value::as_str)
+                .map(str::to_owned),
+            text,
+        };
         let message = response
             .pointer("/choices/0/message")
             .ok_or_else(|| bad_reply("no choices[0].message"))?;
@@ -223,14 +285,39 @@ impl Provider {
                 .and_then(Value::as_str)
                 .unwrap_or("{}");
             let input = serde_json::from_str::<Value>(arguments).ok();
-            return Ok(Reply::tool_call(name, &tool_input(input.as_ref())));
+            return Ok(completion(Reply::tool_call(
+                name,
+                &tool_input(input.as_ref()),
+            )));
         }
         message
             .get("content")
             .and_then(Value::as_str)
-            .map(str::to_owned)
+            .map(|text| completion(text.to_owned()))
             .ok_or_else(|| bad_reply("no content"))
     }
+}
+
+/// A token count from the provider's `usage` object (0 when absent).
+fn usage(response: &Value, key: &str) -> u64 {
+    response
+        .get("usage")
+        .and_then(|u| u.get(key))
+        .and_then(Value::as_u64)
+        .unwrap_or(0)
+}
+
+/// A reply with its token usage.
+struct Completion {
+    text: String,
+    input_tokens: u64,
+    output_tokens: u64,
+    model: Option<String>,
+}
+
+/// About four characters per token, for the offline model's usage figures.
+fn estimate_tokens(text: &str) -> u64 {
+    (text.chars().count() as u64).div_ceil(4)
 }
 
 fn tool_input(input: Option<&Value>) -> String {

@@ -5,7 +5,16 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
+use std::sync::Arc;
+
 use clap::Parser;
+use composable_rust_agent_patterns::shutdown::{
+    ReadinessShutdownHandler, ServerHandle, ServerShutdownHandler, ShutdownConfig,
+    ShutdownCoordinator,
+};
+use composable_rust_agent_patterns::tracing_support::{
+    LogFormat, PrometheusConfig, PrometheusExporter, TracingBuilder,
+};
 use production_agent::App;
 use production_agent::config::Config;
 
@@ -24,6 +33,7 @@ use production_agent::config::Config;
 ///   AGENT_LLM_MODEL, AGENT_LLM_BASE_URL, AGENT_LLM_FALLBACK
 ///   AGENT_JSON_LOGS       1 for JSON log lines
 ///   RUST_LOG              log filter (default info)
+///   OTEL_EXPORTER_OTLP_ENDPOINT   export traces over OTLP (other OTEL_* honoured)
 #[derive(Debug, Parser)]
 #[command(name = "production-agent", version, verbatim_doc_comment)]
 struct Args {
@@ -60,7 +70,6 @@ async fn main() -> ExitCode {
             }
         }
     }
-    init_logging(config.json_logs);
     match run(config).await {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
@@ -71,77 +80,74 @@ async fn main() -> ExitCode {
     }
 }
 
-fn init_logging(json: bool) {
-    let filter =
-        tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into());
-    let builder = tracing_subscriber::fmt().with_env_filter(filter);
-    if json {
-        builder.json().init();
-    } else {
-        builder.init();
-    }
-}
-
 async fn run(config: Config) -> Result<(), Box<dyn std::error::Error>> {
-    let prometheus = metrics_exporter_prometheus::PrometheusBuilder::new().install_recorder()?;
+    let tracing = {
+        let builder = TracingBuilder::new("production-agent")
+            .service_version(env!("CARGO_PKG_VERSION"))
+            .log_format(if config.json_logs {
+                LogFormat::Json
+            } else {
+                LogFormat::Text
+            });
+        let builder = if std::env::var_os("OTEL_EXPORTER_OTLP_ENDPOINT").is_some() {
+            builder
+        } else {
+            builder.without_otlp()
+        };
+        builder.install()?
+    };
+    let prometheus = PrometheusExporter::install(&PrometheusConfig {
+        listen_addr: config.metrics_addr,
+        ..PrometheusConfig::default()
+    })?;
     composable_rust_agent_patterns::describe_metrics();
     composable_rust_agent_patterns::resilience::metrics::describe_metrics();
-    let http_addr = config.http_addr;
-    let metrics_addr = config.metrics_addr;
+
+    let (http_addr, metrics_addr) = (config.http_addr, config.metrics_addr);
+    let shutdown = Arc::new(ShutdownCoordinator::with_config(ShutdownConfig {
+        timeout: config.shutdown_timeout,
+        drain_delay: config.drain_delay,
+        ..ShutdownConfig::default()
+    })?);
     let app = App::build(config)?;
     if let Some(key) = &app.generated_admin_key {
         eprintln!(
-            "\n  No API key configured; generated an admin key for this run:\n\n      {key}\n\n  Use it as `Authorization: Bearer {key}`. Set AGENT_API_KEYS to choose your own.\n"
+            "\n  No API key configured; generated an admin key for this run:\n\n      {key}\n\n  \
+             Use it as `Authorization: Bearer {key}`. Set AGENT_API_KEYS to choose your own.\n"
         );
     }
-    let api = tokio::net::TcpListener::bind(http_addr).await?;
-    let metrics = tokio::net::TcpListener::bind(metrics_addr).await?;
-    tracing::info!(%http_addr, %metrics_addr, "production-agent listening");
-    let metrics_router = axum::Router::new().route(
-        "/metrics",
-        axum::routing::get(move || {
-            let handle = prometheus.clone();
-            async move { handle.render() }
-        }),
-    );
-    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-    let mut api_stop = stop_rx.clone();
-    let mut metrics_stop = stop_rx;
-    let api_server = axum::serve(api, app.router()).with_graceful_shutdown(async move {
-        let _ = api_stop.changed().await;
-    });
-    let metrics_server = axum::serve(metrics, metrics_router).with_graceful_shutdown(async move {
-        let _ = metrics_stop.changed().await;
-    });
-    let signal = async move {
-        wait_for_signal().await;
-        tracing::info!("shutdown signal received; draining");
-        let _ = stop_tx.send(true);
-    };
-    let (api_result, metrics_result, ()) = tokio::join!(api_server, metrics_server, signal);
-    api_result?;
-    metrics_result?;
-    Ok(())
-}
 
-async fn wait_for_signal() {
-    #[cfg(unix)]
-    {
-        let mut term =
-            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-                Ok(s) => s,
-                Err(_) => {
-                    let _ = tokio::signal::ctrl_c().await;
-                    return;
-                }
-            };
-        tokio::select! {
-            _ = tokio::signal::ctrl_c() => {}
-            _ = term.recv() => {}
-        }
-    }
-    #[cfg(not(unix))]
-    {
-        let _ = tokio::signal::ctrl_c().await;
-    }
+    let api_listener = tokio::net::TcpListener::bind(http_addr).await?;
+    let metrics_listener = tokio::net::TcpListener::bind(metrics_addr).await?;
+    let api = ServerHandle::new();
+    let metrics = ServerHandle::new();
+    let api_task =
+        tokio::spawn(api.serve(
+            axum::serve(api_listener, app.router()).with_graceful_shutdown(api.stop_signal()),
+        ));
+    let metrics_task = tokio::spawn(
+        metrics.serve(
+            axum::serve(metrics_listener, prometheus.router())
+                .with_graceful_shutdown(metrics.stop_signal()),
+        ),
+    );
+    tracing::info!(%http_addr, %metrics_addr, "production-agent listening");
+
+    // SIGTERM: readiness 503 at once, drain delay, stop accepting and wait for
+    // in-flight requests, then flush telemetry.
+    shutdown.register(Arc::new(ReadinessShutdownHandler::new(
+        app.readiness_gate(),
+    )));
+    shutdown.register(Arc::new(
+        ServerShutdownHandler::new(api).with_name("api_server"),
+    ));
+    shutdown.register(Arc::new(
+        ServerShutdownHandler::new(metrics).with_name("metrics_server"),
+    ));
+    shutdown.register(Arc::new(tracing));
+    let report = shutdown.shutdown_on_signal().await?;
+    tracing::info!(report = ?report, "shutdown complete");
+    api_task.await??;
+    metrics_task.await??;
+    Ok(())
 }
