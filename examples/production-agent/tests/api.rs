@@ -23,12 +23,14 @@ struct Server {
 }
 
 fn config() -> Config {
-    let mut c = Config::default();
-    c.api_keys = vec![
-        format!("alice:user:{ALICE}"),
-        format!("bob:user:{BOB}"),
-        format!("ops:admin:{ADMIN}"),
-    ];
+    let mut c = Config {
+        api_keys: vec![
+            format!("alice:user:{ALICE}"),
+            format!("bob:user:{BOB}"),
+            format!("ops:admin:{ADMIN}"),
+        ],
+        ..Config::default()
+    };
     c.llm.provider = "offline".into();
     c
 }
@@ -148,8 +150,8 @@ async fn fake_anthropic(
         .cloned()
         .unwrap_or_default();
     let content = last["content"].as_str().unwrap_or_default();
-    let reply = if content.starts_with("Tool result: ") {
-        json!({"content": [{"type": "text", "text": format!("The calculator says {}", &content[13..])}], "stop_reason": "end_turn"})
+    let reply = if let Some(result) = content.strip_prefix("Tool result: ") {
+        json!({"content": [{"type": "text", "text": format!("The calculator says {result}")}], "stop_reason": "end_turn"})
     } else {
         json!({"content": [{"type": "tool_use", "id": "t1", "name": "calculator", "input": {"expression": "2+2"}}], "stop_reason": "tool_use"})
     };
