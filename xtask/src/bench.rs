@@ -1,4 +1,5 @@
-//! `cargo xtask bench`: run criterion benches and report ratios to anchors.
+//! `cargo xtask bench`: run criterion benches and report ratios to anchors;
+//! `cargo xtask bench http`: the HTTP load benchmark of the agent server.
 //!
 //! Every benchmark group measures one of our types next to its anchor (governor,
 //! tokio's `Semaphore`, a naive baseline). Criterion writes each function's
@@ -14,6 +15,19 @@ use crate::workspace_root;
 
 pub(crate) fn run(args: &[String]) -> Result<(), String> {
     let root = workspace_root();
+    if args.first().map(String::as_str) == Some("http") {
+        // The HTTP load benchmark prints its own table.
+        let status = Command::new(crate::cargo())
+            .current_dir(&root)
+            .args(["bench", "-p", "production-agent", "--bench", "http"])
+            .status()
+            .map_err(|e| format!("could not run cargo bench: {e}"))?;
+        return if status.success() {
+            Ok(())
+        } else {
+            Err("the http benchmark failed".into())
+        };
+    }
     let mut cmd = Command::new(crate::cargo());
     cmd.current_dir(&root).args(["bench", "--workspace"]);
     let filters: Vec<&String> = args.iter().filter(|a| !a.starts_with('-')).collect();

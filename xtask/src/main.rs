@@ -46,8 +46,9 @@ commands:
   test           format check, clippy -D warnings, all tests (nextest if installed),
                  doctests and cargo doc; needs PostgreSQL (DATABASE_URL, default
                  postgres://postgres@127.0.0.1:5432/postgres)
-  bench [NAME…]  run criterion benchmarks (all, or those named) and print ratios
-                 of each measured type to its anchor
+  bench [NAME…]  run criterion benchmarks (all, or those matching NAME) and print
+                 ratios of each measured type to its anchor
+  bench http     the agent server's HTTP throughput against bare axum
 ";
 
 fn test(args: &[String]) -> Result<(), String> {
