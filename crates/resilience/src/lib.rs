@@ -70,6 +70,7 @@ pub mod layer;
 pub mod metrics;
 pub mod pipeline;
 pub mod rate_limiter;
+pub mod registry;
 pub mod retry;
 pub mod timeout;
 
@@ -94,6 +95,7 @@ pub use rate_limiter::{
     AcquireError, RateLimiter, RateLimiterBuilder, RateLimiterConfig, RateLimiterError,
     RateLimiterSnapshot, Reservation,
 };
+pub use registry::{CircuitBreakerRegistry, RegistryFull};
 pub use retry::{
     Jitter, Retry, RetryBudget, RetryDecision, RetryError, RetryPolicy, retry_temporary,
 };
