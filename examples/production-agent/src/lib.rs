@@ -41,6 +41,9 @@ use composable_rust_agent_patterns::health::{
 use composable_rust_agent_patterns::resilience::{
     CircuitState, KeyedRateLimiter, RateLimiterConfig,
 };
+use composable_rust_agent_patterns::shutdown::{
+    ReadinessShutdownHandler, ServerHandle, ServerShutdownHandler, ShutdownCoordinator,
+};
 use composable_rust_agent_patterns::tracing_support::HttpTraceLayer;
 use tower::ServiceBuilder;
 
@@ -125,6 +128,44 @@ impl App {
             .with_state(Arc::clone(&self.state))
     }
 
+    /// Serve the API on `api` (and `extra`, e.g. the metrics router, on its
+    /// own listener) and register the Kubernetes shutdown sequence with
+    /// `shutdown`: readiness 503 first, then (after the drain delay) stop
+    /// accepting and wait for in-flight requests, then the remaining phases.
+    /// Trigger it with `shutdown.shutdown()` or `shutdown_on_signal()`.
+    pub fn serve(
+        &self,
+        api: tokio::net::TcpListener,
+        extra: Option<(tokio::net::TcpListener, Router)>,
+        shutdown: &ShutdownCoordinator,
+    ) -> Running {
+        shutdown.register(Arc::new(ReadinessShutdownHandler::new(
+            self.readiness_gate(),
+        )));
+        let api_handle = ServerHandle::new();
+        let api_task = tokio::spawn(api_handle.serve(
+            axum::serve(api, self.router()).with_graceful_shutdown(api_handle.stop_signal()),
+        ));
+        shutdown.register(Arc::new(
+            ServerShutdownHandler::new(api_handle).with_name("api_server"),
+        ));
+        let extra_task = extra.map(|(listener, router)| {
+            let handle = ServerHandle::new();
+            let task =
+                tokio::spawn(handle.serve(
+                    axum::serve(listener, router).with_graceful_shutdown(handle.stop_signal()),
+                ));
+            shutdown.register(Arc::new(
+                ServerShutdownHandler::new(handle).with_name("metrics_server"),
+            ));
+            task
+        });
+        Running {
+            api_task,
+            extra_task,
+        }
+    }
+
     /// The shared state (for tests and the admin tooling).
     pub fn state(&self) -> &Arc<AppState> {
         &self.state
@@ -151,6 +192,26 @@ async fn limit_headers(
             .into_response();
     }
     next.run(request).await
+}
+
+/// The server tasks started by [`App::serve`].
+pub struct Running {
+    api_task: tokio::task::JoinHandle<std::io::Result<()>>,
+    extra_task: Option<tokio::task::JoinHandle<std::io::Result<()>>>,
+}
+
+impl Running {
+    /// Wait for the servers to return (after the shutdown sequence stopped them).
+    pub async fn finished(self) -> std::io::Result<()> {
+        let joined = |r: Result<std::io::Result<()>, tokio::task::JoinError>| {
+            r.map_err(|e| std::io::Error::other(e.to_string()))?
+        };
+        joined(self.api_task.await)?;
+        if let Some(task) = self.extra_task {
+            joined(task.await)?;
+        }
+        Ok(())
+    }
 }
 
 /// The readiness checks: the LLM path is non-critical (an open breaker makes

@@ -119,35 +119,16 @@ async fn run(config: Config) -> Result<(), Box<dyn std::error::Error>> {
 
     let api_listener = tokio::net::TcpListener::bind(http_addr).await?;
     let metrics_listener = tokio::net::TcpListener::bind(metrics_addr).await?;
-    let api = ServerHandle::new();
-    let metrics = ServerHandle::new();
-    let api_task =
-        tokio::spawn(api.serve(
-            axum::serve(api_listener, app.router()).with_graceful_shutdown(api.stop_signal()),
-        ));
-    let metrics_task = tokio::spawn(
-        metrics.serve(
-            axum::serve(metrics_listener, prometheus.router())
-                .with_graceful_shutdown(metrics.stop_signal()),
-        ),
+    let running = app.serve(
+        api_listener,
+        Some((metrics_listener, prometheus.router())),
+        &shutdown,
     );
     tracing::info!(%http_addr, %metrics_addr, "production-agent listening");
-
-    // SIGTERM: readiness 503 at once, drain delay, stop accepting and wait for
-    // in-flight requests, then flush telemetry.
-    shutdown.register(Arc::new(ReadinessShutdownHandler::new(
-        app.readiness_gate(),
-    )));
-    shutdown.register(Arc::new(
-        ServerShutdownHandler::new(api).with_name("api_server"),
-    ));
-    shutdown.register(Arc::new(
-        ServerShutdownHandler::new(metrics).with_name("metrics_server"),
-    ));
+    // Telemetry is flushed last, so spans of the shutdown itself are exported.
     shutdown.register(Arc::new(tracing));
     let report = shutdown.shutdown_on_signal().await?;
     tracing::info!(report = ?report, "shutdown complete");
-    api_task.await??;
-    metrics_task.await??;
+    running.finished().await?;
     Ok(())
 }

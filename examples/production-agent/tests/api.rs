@@ -439,3 +439,62 @@ async fn history_is_pruned_but_keeps_the_system_prompt() {
     );
     let _ = AtomicUsize::new(0);
 }
+
+#[tokio::test]
+async fn shutdown_lets_the_request_in_flight_finish_then_refuses_connections() {
+    use composable_rust_agent_patterns::shutdown::ShutdownCoordinator;
+
+    // A provider that answers only when told to, so a request is in flight.
+    let release = Arc::new(tokio::sync::Notify::new());
+    let arrived = Arc::new(tokio::sync::Notify::new());
+    let (r, a) = (Arc::clone(&release), Arc::clone(&arrived));
+    let slow = axum::Router::new().route(
+        "/v1/messages",
+        post(move || {
+            let (r, a) = (Arc::clone(&r), Arc::clone(&a));
+            async move {
+                a.notify_one();
+                r.notified().await;
+                Json(json!({"content": [{"type": "text", "text": "done"}]}))
+            }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let provider = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, slow).await });
+
+    let app = App::build(anthropic_config(provider)).unwrap();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let shutdown = Arc::new(ShutdownCoordinator::new(Duration::from_secs(10)));
+    let running = app.serve(listener, None, &shutdown);
+    let server = Server {
+        base: format!("http://{addr}"),
+        client: reqwest::Client::new(),
+    };
+    let id = server.conversation(ALICE).await;
+
+    let in_flight = tokio::spawn(async move { server.say(ALICE, &id, "hello").await });
+    arrived.notified().await;
+    let stopping = {
+        let shutdown = Arc::clone(&shutdown);
+        tokio::spawn(async move { shutdown.shutdown().await })
+    };
+    // Readiness flips first; the request is still being served.
+    tokio::task::yield_now().await;
+    release.notify_one();
+    let (status, body) = in_flight.await.unwrap();
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body["reply"], "done");
+    let report = stopping.await.unwrap().unwrap();
+    assert!(report.handlers.iter().any(|h| h.name == "api_server"));
+    running.finished().await.unwrap();
+    let refused = reqwest::Client::new()
+        .get(format!("http://{addr}/health/live"))
+        .send()
+        .await;
+    assert!(
+        refused.is_err(),
+        "new connections are refused after shutdown"
+    );
+}
