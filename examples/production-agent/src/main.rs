@@ -8,10 +8,7 @@ use std::process::ExitCode;
 use std::sync::Arc;
 
 use clap::Parser;
-use composable_rust_agent_patterns::shutdown::{
-    ReadinessShutdownHandler, ServerHandle, ServerShutdownHandler, ShutdownConfig,
-    ShutdownCoordinator,
-};
+use composable_rust_agent_patterns::shutdown::{ShutdownConfig, ShutdownCoordinator};
 use composable_rust_agent_patterns::tracing_support::{
     LogFormat, PrometheusConfig, PrometheusExporter, TracingBuilder,
 };
