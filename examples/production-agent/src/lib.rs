@@ -238,3 +238,31 @@ fn health_checks(env: &Arc<ServerEnvironment>) -> SystemHealthCheck {
     );
     health
 }
+
+/// `agent_requests_total` and `agent_requests_failed_total` (5xx answers),
+/// the series the guide's `HighErrorRate` alert divides.
+async fn count_requests(
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    let response = next.run(request).await;
+    metrics::counter!("agent_requests_total").increment(1);
+    if response.status().is_server_error() {
+        metrics::counter!("agent_requests_failed_total").increment(1);
+    }
+    response
+}
+
+/// Describe the server's own metrics to the installed recorder.
+pub fn describe_metrics() {
+    metrics::describe_counter!(
+        "agent_requests_total",
+        "HTTP requests answered by the agent API."
+    );
+    metrics::describe_counter!(
+        "agent_requests_failed_total",
+        "HTTP requests answered with a 5xx status."
+    );
+    metrics::counter!("agent_requests_total").increment(0);
+    metrics::counter!("agent_requests_failed_total").increment(0);
+}
