@@ -113,6 +113,7 @@ impl App {
                 limits.max_header_bytes,
                 limit_headers,
             ))
+            .layer(axum::middleware::from_fn(count_requests))
             .layer(
                 ServiceBuilder::new()
                     .layer(HttpTraceLayer::new())
