@@ -134,7 +134,7 @@ fn main() {
         config.llm.burst = 1_000_000_000;
         config.llm.rate_per_second = 1e9;
         config.agent.max_messages = 40;
-        let app = App::build(config).unwrap();
+        let app = App::build(config).await.unwrap();
         let agent_url = serve(app.router()).await;
 
         let client = reqwest::Client::builder()

@@ -20,7 +20,7 @@ use crate::llm::{Provider, Reply};
 use crate::tools;
 
 /// Where a conversation stands.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "snake_case", tag = "status", content = "detail")]
 pub enum Status {
     /// Waiting for the user.

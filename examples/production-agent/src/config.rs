@@ -35,6 +35,10 @@ pub struct Config {
     pub drain_delay: Duration,
     /// Log as JSON lines (production) rather than human-readable text.
     pub json_logs: bool,
+    /// PostgreSQL for conversations (`DATABASE_URL`); in memory when unset.
+    pub database_url: Option<String>,
+    /// Connections in the database pool.
+    pub database_max_connections: u32,
 }
 
 /// Which model answers, and how calls to it are protected.
@@ -132,6 +136,8 @@ impl Default for Config {
             shutdown_timeout: Duration::from_secs(30),
             drain_delay: Duration::ZERO,
             json_logs: false,
+            database_url: None,
+            database_max_connections: 10,
         }
     }
 }
@@ -283,6 +289,9 @@ impl Config {
         if let Some(v) = env("AGENT_LLM_FALLBACK") {
             self.llm.fallback = v;
         }
+        if let Some(v) = env("DATABASE_URL").filter(|v| !v.is_empty()) {
+            self.database_url = Some(v);
+        }
         if let Some(v) = env("AGENT_JSON_LOGS") {
             self.json_logs = matches!(v.as_str(), "1" | "true" | "yes");
         }
@@ -335,6 +344,9 @@ impl Config {
                 "llm.api_key",
                 "the anthropic provider needs ANTHROPIC_API_KEY",
             ));
+        }
+        if self.database_max_connections == 0 {
+            return Err(invalid("database_max_connections", "must be at least 1"));
         }
         if self.llm.max_attempts == 0 {
             return Err(invalid("llm.max_attempts", "must be at least 1"));

@@ -18,7 +18,8 @@ use serde_json::json;
 use crate::agent::{AgentAction, AgentReducer, AgentState, ServerEnvironment, Status};
 use crate::auth::{ApiKeys, Role, User};
 use crate::config::Config;
-use crate::conversations::{Conversation, Conversations};
+use crate::conversations::Conversation;
+use crate::storage::Storage;
 
 /// Everything the handlers share.
 pub struct AppState {
@@ -29,7 +30,7 @@ pub struct AppState {
     /// Per-user request limit.
     pub user_limiter: KeyedRateLimiter<String>,
     /// Conversations.
-    pub conversations: Conversations,
+    pub storage: Storage,
     /// The agent's environment.
     pub env: Arc<ServerEnvironment>,
     /// The agent's decisions.
@@ -193,15 +194,14 @@ async fn create_conversation(
     )
     .await?;
     let created_at = chrono::Utc::now();
-    app.conversations
-        .insert(Conversation {
+    app.storage
+        .create(Conversation {
             id: id.clone(),
             owner: user.id,
             created_at,
             state,
         })
-        .await
-        .map_err(|full| AgentError::Unavailable(full.to_string()))?;
+        .await?;
     Ok((
         StatusCode::CREATED,
         Json(json!({"id": id, "created_at": created_at})),
@@ -232,7 +232,7 @@ async fn list_conversations(
         ),
         None => None,
     };
-    Ok(Json(app.conversations.list(&user.id, limit, cursor).await).into_response())
+    Ok(Json(app.storage.list(&user.id, limit, cursor).await?).into_response())
 }
 
 fn owner_filter(user: &User) -> Option<&str> {
@@ -244,12 +244,11 @@ async fn get_conversation(
     Caller(user): Caller,
     Path(id): Path<String>,
 ) -> Result<Response, ApiError> {
-    let conversation = app
-        .conversations
-        .get(&id, owner_filter(&user))
-        .await
+    let c = app
+        .storage
+        .read(&id, owner_filter(&user))
+        .await?
         .ok_or_else(|| AgentError::NotFound(format!("conversation {id}")))?;
-    let c = conversation.lock().await;
     Ok(Json(json!({
         "id": c.id,
         "created_at": c.created_at,
@@ -264,14 +263,18 @@ async fn end_conversation(
     Caller(user): Caller,
     Path(id): Path<String>,
 ) -> Result<Response, ApiError> {
-    let conversation = app
-        .conversations
-        .get(&id, owner_filter(&user))
-        .await
+    let locked = app
+        .storage
+        .lock(&id, owner_filter(&user))
+        .await?
         .ok_or_else(|| AgentError::NotFound(format!("conversation {id}")))?;
-    let mut c = conversation.lock().await;
-    let state = run_agent(&app, c.state.clone(), AgentAction::EndConversation).await?;
-    c.state = state;
+    let state = run_agent(
+        &app,
+        locked.conversation().state.clone(),
+        AgentAction::EndConversation,
+    )
+    .await?;
+    locked.save(state).await?;
     Ok(StatusCode::NO_CONTENT.into_response())
 }
 
@@ -297,18 +300,17 @@ async fn send_message(
             AgentError::InvalidInput(format!("content is longer than {max} characters")).into(),
         );
     }
-    let conversation = app
-        .conversations
-        .get(&id, owner_filter(&user))
-        .await
+    let locked = app
+        .storage
+        .lock(&id, owner_filter(&user))
+        .await?
         .ok_or_else(|| AgentError::NotFound(format!("conversation {id}")))?;
-    let mut c = conversation.lock().await;
-    if c.state.status == Status::Ended {
+    if locked.conversation().state.status == Status::Ended {
         return Err(AgentError::InvalidInput("the conversation has ended".into()).into());
     }
     let state = run_agent(
         &app,
-        c.state.clone(),
+        locked.conversation().state.clone(),
         AgentAction::SendMessage {
             content: content.to_owned(),
         },
@@ -317,9 +319,10 @@ async fn send_message(
     let status = state.status.clone();
     let reply = state.last_reply().map(str::to_owned);
     let error = state.last_error.clone();
+    let message_count = state.messages.len();
     // A blocked message is not kept; every other outcome is.
     if !matches!(status, Status::Blocked(_)) {
-        c.state = state;
+        locked.save(state).await?;
     }
     match status {
         Status::Blocked(reason) => Err(AgentError::SecurityViolation(reason).into()),
@@ -329,7 +332,7 @@ async fn send_message(
         _ => Ok(Json(json!({
             "conversation_id": id,
             "reply": reply,
-            "message_count": c.state.messages.len(),
+            "message_count": message_count,
         }))
         .into_response()),
     }
@@ -351,13 +354,17 @@ async fn run_agent(
     Ok(store.state(Clone::clone))
 }
 
-async fn debug_state(State(app): State<Arc<AppState>>, Admin(_): Admin) -> Json<serde_json::Value> {
-    let (conversations, messages) = app.conversations.counts().await;
-    Json(json!({
+async fn debug_state(
+    State(app): State<Arc<AppState>>,
+    Admin(_): Admin,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let (conversations, messages) = app.storage.counts().await?;
+    Ok(Json(json!({
         "conversation_count": conversations,
         "message_count": messages,
+        "storage": if app.storage.pool().is_some() { "postgres" } else { "memory" },
         "tool_metrics": app.env.metrics.snapshot(),
-    }))
+    })))
 }
 
 async fn debug_rate_limiter(

@@ -13,7 +13,7 @@
 //! ```no_run
 //! # async fn run() -> Result<(), Box<dyn std::error::Error>> {
 //! let config = production_agent::config::Config::load(None, &|k| std::env::var(k).ok())?;
-//! let app = production_agent::App::build(config)?;
+//! let app = production_agent::App::build(config).await?;
 //! let listener = tokio::net::TcpListener::bind("127.0.0.1:8080").await?;
 //! axum::serve(listener, app.router()).await?;
 //! # Ok(())
@@ -26,6 +26,7 @@ pub mod config;
 pub mod conversations;
 pub mod http;
 pub mod llm;
+pub mod storage;
 pub mod tools;
 
 use std::sync::Arc;
@@ -52,6 +53,7 @@ use crate::auth::ApiKeys;
 use crate::config::Config;
 use crate::conversations::Conversations;
 use crate::http::AppState;
+use crate::storage::Storage;
 
 /// The assembled server.
 pub struct App {
@@ -63,7 +65,9 @@ pub struct App {
 
 impl App {
     /// Build every part from the configuration.
-    pub fn build(config: Config) -> Result<Self, AgentError> {
+    /// With `config.database_url` set, conversations live in Postgres
+    /// (migrations run here); otherwise in memory.
+    pub async fn build(config: Config) -> Result<Self, AgentError> {
         let mut keys = ApiKeys::from_entries(&config.api_keys).map_err(AgentError::Config)?;
         let generated_admin_key = keys.is_empty().then(|| keys.generate_admin());
         let audit: AuditSink = Arc::new(|event_type, actor, action, success| {
@@ -80,8 +84,12 @@ impl App {
             },
             config.user_rate_limit.max_keys,
         )?;
+        let storage = match &config.database_url {
+            Some(url) => Storage::postgres(url, config.database_max_connections).await?,
+            None => Storage::Memory(Conversations::new(config.agent.max_conversations)),
+        };
         let state = Arc::new(AppState {
-            conversations: Conversations::new(config.agent.max_conversations),
+            storage,
             config,
             keys,
             user_limiter,

@@ -28,6 +28,7 @@ use production_agent::config::Config;
 ///   OPENAI_BASE_URL, OPENAI_API_KEY   use an OpenAI-compatible endpoint
 ///   AGENT_LLM_PROVIDER    offline | anthropic | openai
 ///   AGENT_LLM_MODEL, AGENT_LLM_BASE_URL, AGENT_LLM_FALLBACK
+///   DATABASE_URL          keep conversations in PostgreSQL (migrations run at start)
 ///   AGENT_JSON_LOGS       1 for JSON log lines
 ///   RUST_LOG              log filter (default info)
 ///   OTEL_EXPORTER_OTLP_ENDPOINT   export traces over OTLP (other OTEL_* honoured)
@@ -107,7 +108,7 @@ async fn run(config: Config) -> Result<(), Box<dyn std::error::Error>> {
         drain_delay: config.drain_delay,
         ..ShutdownConfig::default()
     })?);
-    let app = App::build(config)?;
+    let app = App::build(config).await?;
     if let Some(key) = &app.generated_admin_key {
         eprintln!(
             "\n  No API key configured; generated an admin key for this run:\n\n      {key}\n\n  \

@@ -22,7 +22,35 @@ struct Server {
     client: reqwest::Client,
 }
 
-fn config() -> Config {
+/// Where the server under test keeps conversations.
+#[derive(Debug, Clone, Copy)]
+enum Mode {
+    Memory,
+    Postgres,
+}
+
+/// A fresh database for one test (the suite runs once in memory and once
+/// against the real server at `DATABASE_URL`).
+async fn fresh_database() -> String {
+    use sqlx::Connection;
+    let admin_url = std::env::var("DATABASE_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into());
+    let mut conn = sqlx::PgConnection::connect(&admin_url)
+        .await
+        .expect("PostgreSQL must be reachable at DATABASE_URL (cargo xtask test checks this)");
+    let name = format!("agent_test_{}", uuid::Uuid::now_v7().simple());
+    sqlx::query(&format!("CREATE DATABASE {name}"))
+        .execute(&mut conn)
+        .await
+        .unwrap();
+    let base = admin_url
+        .rsplit_once('/')
+        .map_or(admin_url.as_str(), |(b, _)| b)
+        .to_owned();
+    format!("{base}/{name}")
+}
+
+async fn config(mode: Mode) -> Config {
     let mut c = Config {
         api_keys: vec![
             format!("alice:user:{ALICE}"),
@@ -32,11 +60,31 @@ fn config() -> Config {
         ..Config::default()
     };
     c.llm.provider = "offline".into();
+    if let Mode::Postgres = mode {
+        c.database_url = Some(fresh_database().await);
+        c.database_max_connections = 4;
+    }
     c
 }
 
+/// Run a scenario once with in-memory storage and once with Postgres.
+macro_rules! both {
+    ($name:ident) => {
+        mod $name {
+            #[tokio::test]
+            async fn memory() {
+                super::$name(super::Mode::Memory).await;
+            }
+            #[tokio::test]
+            async fn postgres() {
+                super::$name(super::Mode::Postgres).await;
+            }
+        }
+    };
+}
+
 async fn start(config: Config) -> Server {
-    let app = App::build(config).unwrap();
+    let app = App::build(config).await.unwrap();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     tokio::spawn(async move { axum::serve(listener, app.router()).await });
@@ -93,9 +141,9 @@ impl Server {
     }
 }
 
-#[tokio::test]
-async fn a_conversation_runs_the_tool_loop_offline() {
-    let server = start(config()).await;
+both!(a_conversation_runs_the_tool_loop_offline);
+async fn a_conversation_runs_the_tool_loop_offline(mode: Mode) {
+    let server = start(config(mode).await).await;
     let id = server.conversation(ALICE).await;
     let (status, body) = server.say(ALICE, &id, "What is 6 * (3 + 4)?").await;
     assert_eq!(status, StatusCode::OK, "{body}");
@@ -168,8 +216,8 @@ async fn start_fake(fake: Arc<FakeLlm>) -> String {
     format!("http://{addr}")
 }
 
-fn anthropic_config(base_url: String) -> Config {
-    let mut c = config();
+async fn anthropic_config(mode: Mode, base_url: String) -> Config {
+    let mut c = config(mode).await;
     c.llm.provider = "anthropic".into();
     c.llm.api_key = Some("test-key".into());
     c.llm.base_url = base_url;
@@ -179,10 +227,10 @@ fn anthropic_config(base_url: String) -> Config {
     c
 }
 
-#[tokio::test]
-async fn the_anthropic_provider_drives_a_tool_call() {
+both!(the_anthropic_provider_drives_a_tool_call);
+async fn the_anthropic_provider_drives_a_tool_call(mode: Mode) {
     let fake = Arc::new(FakeLlm::default());
-    let server = start(anthropic_config(start_fake(Arc::clone(&fake)).await)).await;
+    let server = start(anthropic_config(mode, start_fake(Arc::clone(&fake)).await).await).await;
     let id = server.conversation(ALICE).await;
     let (status, body) = server.say(ALICE, &id, "add two and two").await;
     assert_eq!(status, StatusCode::OK, "{body}");
@@ -190,11 +238,11 @@ async fn the_anthropic_provider_drives_a_tool_call() {
     assert_eq!(fake.calls.load(Ordering::SeqCst), 2);
 }
 
-#[tokio::test]
-async fn failures_are_retried_then_the_breaker_opens_and_fails_fast() {
+both!(failures_are_retried_then_the_breaker_opens_and_fails_fast);
+async fn failures_are_retried_then_the_breaker_opens_and_fails_fast(mode: Mode) {
     let fake = Arc::new(FakeLlm::default());
     fake.failures.store(1000, Ordering::SeqCst);
-    let server = start(anthropic_config(start_fake(Arc::clone(&fake)).await)).await;
+    let server = start(anthropic_config(mode, start_fake(Arc::clone(&fake)).await).await).await;
     let id = server.conversation(ALICE).await;
     let (status, body) = server.say(ALICE, &id, "hello").await;
     assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{body}");
@@ -234,11 +282,11 @@ async fn failures_are_retried_then_the_breaker_opens_and_fails_fast() {
     assert_eq!(status, StatusCode::OK, "{body}");
 }
 
-#[tokio::test]
-async fn the_fallback_provider_answers_when_the_primary_is_down() {
+both!(the_fallback_provider_answers_when_the_primary_is_down);
+async fn the_fallback_provider_answers_when_the_primary_is_down(mode: Mode) {
     let fake = Arc::new(FakeLlm::default());
     fake.failures.store(1000, Ordering::SeqCst);
-    let mut c = anthropic_config(start_fake(Arc::clone(&fake)).await);
+    let mut c = anthropic_config(mode, start_fake(Arc::clone(&fake)).await).await;
     c.llm.fallback = "offline".into();
     let server = start(c).await;
     let id = server.conversation(ALICE).await;
@@ -247,9 +295,9 @@ async fn the_fallback_provider_answers_when_the_primary_is_down() {
     assert_eq!(body["reply"], "2+3 = 5");
 }
 
-#[tokio::test]
-async fn the_per_user_limit_answers_429_with_retry_after() {
-    let mut c = config();
+both!(the_per_user_limit_answers_429_with_retry_after);
+async fn the_per_user_limit_answers_429_with_retry_after(mode: Mode) {
+    let mut c = config(mode).await;
     c.user_rate_limit.capacity = 3;
     c.user_rate_limit.refill_rate = 0.5;
     let server = start(c).await;
@@ -272,9 +320,9 @@ async fn the_per_user_limit_answers_429_with_retry_after() {
     assert_eq!(status, StatusCode::OK);
 }
 
-#[tokio::test]
-async fn users_see_only_their_own_conversations() {
-    let server = start(config()).await;
+both!(users_see_only_their_own_conversations);
+async fn users_see_only_their_own_conversations(mode: Mode) {
+    let server = start(config(mode).await).await;
     let id = server.conversation(ALICE).await;
     let (status, _, body) = server
         .call(
@@ -313,9 +361,9 @@ async fn users_see_only_their_own_conversations() {
     assert_eq!(status, StatusCode::BAD_REQUEST);
 }
 
-#[tokio::test]
-async fn admin_endpoints_need_an_admin_key() {
-    let server = start(config()).await;
+both!(admin_endpoints_need_an_admin_key);
+async fn admin_endpoints_need_an_admin_key(mode: Mode) {
+    let server = start(config(mode).await).await;
     for path in [
         "/debug/state",
         "/debug/rate_limiter",
@@ -343,9 +391,9 @@ async fn admin_endpoints_need_an_admin_key() {
     assert_eq!(status, StatusCode::UNAUTHORIZED);
 }
 
-#[tokio::test]
-async fn bad_input_gets_4xx_and_the_server_keeps_serving() {
-    let server = start(config()).await;
+both!(bad_input_gets_4xx_and_the_server_keeps_serving);
+async fn bad_input_gets_4xx_and_the_server_keeps_serving(mode: Mode) {
+    let server = start(config(mode).await).await;
     let id = server.conversation(ALICE).await;
     let url = format!("{}/v1/conversations/{id}/messages", server.base);
     let send = |body: Vec<u8>| {
@@ -398,9 +446,9 @@ async fn bad_input_gets_4xx_and_the_server_keeps_serving() {
     assert_eq!(status, StatusCode::OK, "{body}");
 }
 
-#[tokio::test]
-async fn debug_state_counts_conversations_and_messages() {
-    let server = start(config()).await;
+both!(debug_state_counts_conversations_and_messages);
+async fn debug_state_counts_conversations_and_messages(mode: Mode) {
+    let server = start(config(mode).await).await;
     let id = server.conversation(ALICE).await;
     server.say(ALICE, &id, "hello").await;
     let (_, _, state) = server
@@ -410,9 +458,9 @@ async fn debug_state_counts_conversations_and_messages() {
     assert_eq!(state["message_count"], 3);
 }
 
-#[tokio::test]
-async fn history_is_pruned_but_keeps_the_system_prompt() {
-    let mut c = config();
+both!(history_is_pruned_but_keeps_the_system_prompt);
+async fn history_is_pruned_but_keeps_the_system_prompt(mode: Mode) {
+    let mut c = config(mode).await;
     c.agent.max_messages = 4;
     let server = start(c).await;
     let id = server.conversation(ALICE).await;
@@ -440,8 +488,8 @@ async fn history_is_pruned_but_keeps_the_system_prompt() {
     let _ = AtomicUsize::new(0);
 }
 
-#[tokio::test]
-async fn shutdown_lets_the_request_in_flight_finish_then_refuses_connections() {
+both!(shutdown_lets_the_request_in_flight_finish_then_refuses_connections);
+async fn shutdown_lets_the_request_in_flight_finish_then_refuses_connections(mode: Mode) {
     use composable_rust_agent_patterns::shutdown::ShutdownCoordinator;
 
     // A provider that answers only when told to, so a request is in flight.
@@ -463,7 +511,9 @@ async fn shutdown_lets_the_request_in_flight_finish_then_refuses_connections() {
     let provider = format!("http://{}", listener.local_addr().unwrap());
     tokio::spawn(async move { axum::serve(listener, slow).await });
 
-    let app = App::build(anthropic_config(provider)).unwrap();
+    let app = App::build(anthropic_config(mode, provider).await)
+        .await
+        .unwrap();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let shutdown = Arc::new(ShutdownCoordinator::new(Duration::from_secs(10)));
