@@ -7,7 +7,9 @@
 //! feature of the same name.
 //!
 //! `use composable_rust_agent_patterns::*;` brings the core types, `Arc`,
-//! `Duration` and `async_trait`.
+//! `Duration`, `async_trait`, and the types the guide's first examples use
+//! from the other crates (`CircuitBreaker`, `RateLimiter`, `Bulkhead`,
+//! `InMemoryAuditLogger`, `SecurityMonitor`, …).
 //!
 //! # Example
 //!
@@ -68,6 +70,34 @@ pub mod tracing_support {
 pub mod context_propagation {
     pub use agent_patterns_tracing_support::context_propagation::*;
 }
+
+/// The audit trail: events, the `AuditLogger` trait, the hash chain, the
+/// in-memory store and sinks (crate `agent-patterns-audit`, feature `audit`);
+/// with feature `postgres`, the durable PostgreSQL store.
+#[cfg(feature = "audit")]
+pub mod audit {
+    pub use agent_patterns_audit::*;
+    #[cfg(feature = "postgres")]
+    pub use agent_patterns_audit_postgres::{MIGRATOR, PostgresAuditConfig, PostgresAuditLogger};
+}
+
+#[cfg(feature = "audit")]
+pub use agent_patterns_audit::{
+    AuditError, AuditEvent, AuditEventType, AuditLogger, InMemoryAuditLogger,
+};
+
+/// Security monitoring: incidents, brute-force, abuse and session detectors,
+/// the prompt-injection detector (crate `agent-patterns-security`, feature
+/// `security`).
+#[cfg(feature = "security")]
+pub mod security {
+    pub use agent_patterns_security::*;
+}
+
+#[cfg(feature = "security")]
+pub use agent_patterns_security::{
+    IncidentType, SecurityIncident, SecurityMonitor, ThreatLevel, detect_prompt_injection,
+};
 
 #[cfg(feature = "resilience")]
 pub use agent_patterns_resilience::{

@@ -1,0 +1,310 @@
+//! Events per second and `log()` latency with 1, 16 and 64 concurrent loggers:
+//! this store (durable group commit, hash chain) against two anchors on the
+//! same database in the same run:
+//!
+//! * naive: one `INSERT` (one commit) per event, one connection per logger;
+//! * raw COPY: `COPY … FROM STDIN (FORMAT binary)` of the same rows in
+//!   1,000-row chunks, no chain, no per-event acknowledgement: the practical
+//!   ceiling of this machine.
+//!
+//! Run with `cargo bench -p agent-patterns-audit-postgres --bench group_commit`.
+//! `AUDIT_BENCH_SECS` sets the measuring time per cell (default 2). Needs the
+//! PostgreSQL server of `DATABASE_URL`; creates and drops its own database.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::print_stdout)]
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use agent_patterns_audit::{AuditEvent, AuditEventType, AuditLogger};
+use agent_patterns_audit_postgres::PostgresAuditLogger;
+use chrono::{DateTime, TimeZone, Utc};
+use sqlx::postgres::{PgPoolCopyExt, PgPoolOptions};
+use sqlx::{Connection, PgConnection, PgPool};
+
+const LOGGERS: [usize; 3] = [1, 16, 64];
+const COPY_CHUNK: usize = 1_000;
+/// COPY streams beyond this add nothing on two cores but connections.
+const MAX_COPY_STREAMS: usize = 4;
+
+const ANCHOR_TABLE: &str = "(seq BIGSERIAL PRIMARY KEY, id UUID NOT NULL UNIQUE, \
+    ts TIMESTAMPTZ NOT NULL, event_type TEXT NOT NULL, actor TEXT NOT NULL, action TEXT NOT NULL, \
+    success BOOLEAN NOT NULL, session_id TEXT, source_ip TEXT, resource TEXT, \
+    metadata JSONB NOT NULL DEFAULT '{}', prev_hash BYTEA NOT NULL, hash BYTEA NOT NULL, \
+    logged_at TIMESTAMPTZ NOT NULL DEFAULT now())";
+
+fn event(logger: usize, i: usize) -> AuditEvent {
+    AuditEvent::new(
+        AuditEventType::LlmInteraction,
+        format!("user-{logger}"),
+        "send_message",
+        true,
+    )
+    .with_session_id(format!("session-{logger}"))
+    .with_source_ip("203.0.113.7")
+    .with_resource(format!("conversation:{i}"))
+    .with_metadata("model", "claude-sonnet-4")
+    .with_metadata("message_length", "142")
+}
+
+struct Cell {
+    events: usize,
+    elapsed: Duration,
+    latencies: Vec<Duration>,
+}
+
+impl Cell {
+    fn rate(&self) -> f64 {
+        self.events as f64 / self.elapsed.as_secs_f64()
+    }
+
+    fn percentile(&self, p: f64) -> Option<Duration> {
+        let index = ((self.latencies.len() as f64 - 1.0) * p).round() as usize;
+        self.latencies.get(index).copied()
+    }
+
+    fn line(&self, name: &str, loggers: usize) -> String {
+        let ms = |d: Option<Duration>| {
+            d.map_or_else(
+                || "-".to_owned(),
+                |d| format!("{:.2} ms", d.as_secs_f64() * 1e3),
+            )
+        };
+        format!(
+            "{name:<10} loggers={loggers:<3} {:>9.0} events/s   p50 {:>9}   p99 {:>9}",
+            self.rate(),
+            ms(self.percentile(0.50)),
+            ms(self.percentile(0.99)),
+        )
+    }
+}
+
+/// Runs `loggers` tasks for `secs`; each call of `op` writes `batch` events
+/// and its latency is recorded per call.
+async fn measure<F, Fut>(loggers: usize, secs: Duration, batch: usize, op: F) -> Cell
+where
+    F: Fn(usize, usize) -> Fut + Clone + Send + 'static,
+    Fut: std::future::Future<Output = ()> + Send,
+{
+    let started = Instant::now();
+    let deadline = started + secs;
+    let tasks: Vec<_> = (0..loggers)
+        .map(|logger| {
+            let op = op.clone();
+            tokio::spawn(async move {
+                let mut latencies = Vec::new();
+                let mut i = 0;
+                while Instant::now() < deadline {
+                    let t = Instant::now();
+                    op(logger, i).await;
+                    latencies.push(t.elapsed());
+                    i += 1;
+                }
+                latencies
+            })
+        })
+        .collect();
+    let mut latencies = Vec::new();
+    for task in tasks {
+        latencies.extend(task.await.unwrap());
+    }
+    let elapsed = started.elapsed();
+    latencies.sort_unstable();
+    Cell {
+        events: latencies.len() * batch,
+        elapsed,
+        latencies,
+    }
+}
+
+async fn naive_insert(pool: &PgPool, event: &AuditEvent) {
+    sqlx::query(
+        "INSERT INTO naive_events (id, ts, event_type, actor, action, success, session_id, \
+         source_ip, resource, metadata, prev_hash, hash) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)",
+    )
+    .bind(event.id)
+    .bind(event.timestamp)
+    .bind(event.event_type.as_str())
+    .bind(&event.actor)
+    .bind(&event.action)
+    .bind(event.success)
+    .bind(&event.session_id)
+    .bind(&event.source_ip)
+    .bind(&event.resource)
+    .bind(sqlx::types::Json(&event.metadata))
+    .bind([0u8; 32].as_slice())
+    .bind([0u8; 32].as_slice())
+    .execute(pool)
+    .await
+    .unwrap();
+}
+
+/// PostgreSQL's binary COPY format, for the COPY anchor.
+fn copy_chunk(logger: usize, start: usize) -> Vec<u8> {
+    let pg_epoch: DateTime<Utc> = Utc.with_ymd_and_hms(2000, 1, 1, 0, 0, 0).unwrap();
+    let mut out = Vec::with_capacity(COPY_CHUNK * 300);
+    out.extend_from_slice(b"PGCOPY\n\xff\r\n\0");
+    out.extend_from_slice(&0i32.to_be_bytes());
+    out.extend_from_slice(&0i32.to_be_bytes());
+    let field = |out: &mut Vec<u8>, bytes: &[u8]| {
+        out.extend_from_slice(&(bytes.len() as i32).to_be_bytes());
+        out.extend_from_slice(bytes);
+    };
+    for i in start..start + COPY_CHUNK {
+        let e = event(logger, i);
+        out.extend_from_slice(&12i16.to_be_bytes());
+        field(&mut out, e.id.as_bytes());
+        let micros = (e.timestamp - pg_epoch).num_microseconds().unwrap();
+        field(&mut out, &micros.to_be_bytes());
+        field(&mut out, e.event_type.as_str().as_bytes());
+        field(&mut out, e.actor.as_bytes());
+        field(&mut out, e.action.as_bytes());
+        field(&mut out, &[u8::from(e.success)]);
+        for text in [&e.session_id, &e.source_ip, &e.resource] {
+            match text {
+                Some(t) => field(&mut out, t.as_bytes()),
+                None => out.extend_from_slice(&(-1i32).to_be_bytes()),
+            }
+        }
+        let mut jsonb = vec![1u8];
+        jsonb.extend_from_slice(serde_json::to_string(&e.metadata).unwrap().as_bytes());
+        field(&mut out, &jsonb);
+        field(&mut out, &[0u8; 32]);
+        field(&mut out, &[0u8; 32]);
+    }
+    out.extend_from_slice(&(-1i16).to_be_bytes());
+    out
+}
+
+async fn copy_rows(pool: &PgPool, logger: usize, start: usize) {
+    let chunk = copy_chunk(logger, start);
+    let mut copy = pool
+        .copy_in_raw(
+            "COPY copy_events (id, ts, event_type, actor, action, success, session_id, \
+             source_ip, resource, metadata, prev_hash, hash) FROM STDIN (FORMAT binary)",
+        )
+        .await
+        .unwrap();
+    copy.send(chunk).await.unwrap();
+    copy.finish().await.unwrap();
+}
+
+async fn reset_anchor_tables(db: &PgPool) {
+    for table in ["naive_events", "copy_events"] {
+        sqlx::query(&format!("DROP TABLE IF EXISTS {table}"))
+            .execute(db)
+            .await
+            .unwrap();
+        sqlx::query(&format!("CREATE TABLE {table} {ANCHOR_TABLE}"))
+            .execute(db)
+            .await
+            .unwrap();
+        for (name, columns) in [
+            ("actor", "(actor, seq DESC)"),
+            ("type", "(event_type, seq DESC)"),
+        ] {
+            sqlx::query(&format!("CREATE INDEX {table}_{name} ON {table} {columns}"))
+                .execute(db)
+                .await
+                .unwrap();
+        }
+        sqlx::query(&format!(
+            "CREATE INDEX {table}_ts ON {table} USING brin (ts)"
+        ))
+        .execute(db)
+        .await
+        .unwrap();
+    }
+}
+
+#[tokio::main]
+async fn main() {
+    // `cargo test --all-targets` runs bench binaries without `--bench`: do
+    // nothing then (and for nextest's `--list`).
+    let args: Vec<String> = std::env::args().collect();
+    if !args.iter().any(|a| a == "--bench") {
+        return;
+    }
+    let secs = Duration::from_secs_f64(
+        std::env::var("AUDIT_BENCH_SECS")
+            .ok()
+            .and_then(|s| s.parse().ok())
+            .unwrap_or(2.0),
+    );
+    let admin_url = std::env::var("DATABASE_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".to_owned());
+    let name = format!("audit_bench_{}", uuid::Uuid::now_v7().simple());
+    let mut admin = PgConnection::connect(&admin_url).await.unwrap();
+    sqlx::query(&format!("CREATE DATABASE {name}"))
+        .execute(&mut admin)
+        .await
+        .unwrap();
+    let url = format!("{}/{name}", admin_url.rsplit_once('/').unwrap().0);
+
+    let store = Arc::new(PostgresAuditLogger::connect(&url).await.unwrap());
+    let pool = PgPoolOptions::new()
+        .max_connections(64)
+        .connect(&url)
+        .await
+        .unwrap();
+    reset_anchor_tables(&pool).await;
+
+    println!("audit group commit, {secs:?} per cell, database {name}");
+    let mut at_64 = Vec::new();
+    for loggers in LOGGERS {
+        let s = Arc::clone(&store);
+        let ours = measure(loggers, secs, 1, move |logger, i| {
+            let s = Arc::clone(&s);
+            async move { s.log(event(logger, i)).await.unwrap() }
+        })
+        .await;
+        println!("{}", ours.line("store", loggers));
+
+        let p = pool.clone();
+        let naive = measure(loggers, secs, 1, move |logger, i| {
+            let p = p.clone();
+            async move { naive_insert(&p, &event(logger, i)).await }
+        })
+        .await;
+        println!("{}", naive.line("naive", loggers));
+
+        let p = pool.clone();
+        let streams = loggers.min(MAX_COPY_STREAMS);
+        let copy = measure(streams, secs, COPY_CHUNK, move |logger, i| {
+            let p = p.clone();
+            async move { copy_rows(&p, logger, i * COPY_CHUNK).await }
+        })
+        .await;
+        println!(
+            "{}   (latency per {COPY_CHUNK}-row COPY, {streams} streams)",
+            copy.line("raw COPY", loggers)
+        );
+        if loggers == 64 {
+            at_64 = vec![ours.rate(), naive.rate(), copy.rate()];
+        }
+    }
+    if let [ours, naive, copy] = at_64[..] {
+        println!(
+            "64 loggers: store / naive = {:.1}x (goal >= 5x); store / raw COPY = {:.0}% (goal >= 50%)",
+            ours / naive,
+            100.0 * ours / copy
+        );
+    }
+    let report = store
+        .verify(agent_patterns_audit::VerifyRange::all())
+        .await
+        .unwrap();
+    println!(
+        "chain after the run: {} events, valid = {}",
+        report.checked,
+        report.is_valid()
+    );
+
+    store.close().await.unwrap();
+    store.pool().close().await;
+    pool.close().await;
+    sqlx::query(&format!("DROP DATABASE {name} WITH (FORCE)"))
+        .execute(&mut admin)
+        .await
+        .unwrap();
+}

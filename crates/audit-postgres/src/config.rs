@@ -1,0 +1,185 @@
+//! Settings of the PostgreSQL store.
+
+use std::time::Duration;
+
+use agent_patterns_audit::{AuditError, EventPolicy};
+use serde::{Deserialize, Serialize};
+
+/// Largest accepted [`max_batch_size`](PostgresAuditConfig::max_batch_size).
+pub const MAX_BATCH_SIZE: usize = 10_000;
+
+/// Settings of [`PostgresAuditLogger`](crate::PostgresAuditLogger).
+///
+/// Durations are (de)serialised as whole milliseconds.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct PostgresAuditConfig {
+    /// Most events written in one transaction (`1..=10_000`).
+    pub max_batch_size: usize,
+    /// How long the writer waits for more events before committing a batch
+    /// that is not full. Zero (the default) commits at once: batches still
+    /// form on their own while the previous commit is in flight.
+    #[serde(with = "millis")]
+    pub linger: Duration,
+    /// Events that may wait for the writer. When the queue is full, `log`
+    /// waits for room (backpressure) until its deadline.
+    pub queue_capacity: usize,
+    /// Deadline of one `log` call: waiting for queue room plus waiting for the
+    /// commit, retries included. On expiry the caller gets an error.
+    #[serde(with = "millis")]
+    pub log_timeout: Duration,
+    /// First pause before retrying a failed batch; doubles per attempt.
+    #[serde(with = "millis")]
+    pub retry_initial_backoff: Duration,
+    /// Longest pause between retries.
+    #[serde(with = "millis")]
+    pub retry_max_backoff: Duration,
+    /// Run the embedded migrations when the store starts.
+    pub run_migrations: bool,
+    /// Most events returned by `get_events_for_actor`, `get_events_by_type`
+    /// and `get_recent_events` (the newest ones).
+    pub max_results: usize,
+    /// Rows fetched per round trip by `verify`.
+    pub verify_page_size: usize,
+    /// Pool size when the store opens its own pool ([`connect`]); at least 2,
+    /// since the writer keeps one connection.
+    ///
+    /// [`connect`]: crate::PostgresAuditLogger::connect
+    pub max_connections: u32,
+    /// Longest wait for a pooled connection (own pool only), and for the
+    /// health check's round trip.
+    #[serde(with = "millis")]
+    pub connect_timeout: Duration,
+    /// Redaction and size rules.
+    pub policy: EventPolicy,
+}
+
+impl Default for PostgresAuditConfig {
+    fn default() -> Self {
+        Self {
+            max_batch_size: 1_000,
+            linger: Duration::ZERO,
+            queue_capacity: 10_000,
+            log_timeout: Duration::from_secs(5),
+            retry_initial_backoff: Duration::from_millis(10),
+            retry_max_backoff: Duration::from_secs(1),
+            run_migrations: true,
+            max_results: 10_000,
+            verify_page_size: 1_000,
+            max_connections: 4,
+            connect_timeout: Duration::from_secs(2),
+            policy: EventPolicy::default(),
+        }
+    }
+}
+
+fn invalid(field: &'static str, reason: impl Into<String>) -> AuditError {
+    AuditError::InvalidConfig {
+        field,
+        reason: reason.into(),
+    }
+}
+
+impl PostgresAuditConfig {
+    /// Checks every field; the error names the first bad one.
+    pub fn validate(&self) -> Result<(), AuditError> {
+        if !(1..=MAX_BATCH_SIZE).contains(&self.max_batch_size) {
+            return Err(invalid(
+                "max_batch_size",
+                format!("must be in 1..={MAX_BATCH_SIZE}"),
+            ));
+        }
+        if self.queue_capacity == 0 {
+            return Err(invalid("queue_capacity", "must be at least 1"));
+        }
+        if self.log_timeout.is_zero() {
+            return Err(invalid("log_timeout", "must be positive"));
+        }
+        if self.retry_initial_backoff.is_zero() {
+            return Err(invalid("retry_initial_backoff", "must be positive"));
+        }
+        if self.retry_max_backoff < self.retry_initial_backoff {
+            return Err(invalid(
+                "retry_max_backoff",
+                "must be at least retry_initial_backoff",
+            ));
+        }
+        if self.max_results == 0 {
+            return Err(invalid("max_results", "must be at least 1"));
+        }
+        if self.verify_page_size == 0 {
+            return Err(invalid("verify_page_size", "must be at least 1"));
+        }
+        if self.max_connections < 2 {
+            return Err(invalid(
+                "max_connections",
+                "must be at least 2 (the writer keeps one connection)",
+            ));
+        }
+        if self.connect_timeout.is_zero() {
+            return Err(invalid("connect_timeout", "must be positive"));
+        }
+        self.policy.validate()
+    }
+}
+
+mod millis {
+    use std::time::Duration;
+
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub(super) fn serialize<S: Serializer>(value: &Duration, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_u64(u64::try_from(value.as_millis()).unwrap_or(u64::MAX))
+    }
+
+    pub(super) fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+        u64::deserialize(d).map(Duration::from_millis)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn default_config_is_valid_and_round_trips_through_json() {
+        let config = PostgresAuditConfig::default();
+        config.validate().unwrap();
+        let json = serde_json::to_value(&config).unwrap();
+        assert_eq!(json["log_timeout"], 5_000);
+        let back: PostgresAuditConfig = serde_json::from_value(json).unwrap();
+        assert_eq!(back, config);
+        let partial: PostgresAuditConfig =
+            serde_json::from_str(r#"{"max_batch_size": 64, "linger": 2}"#).unwrap();
+        assert_eq!(partial.max_batch_size, 64);
+        assert_eq!(partial.linger, Duration::from_millis(2));
+    }
+
+    #[test]
+    fn each_bad_field_is_named() {
+        type Breaks = fn(&mut PostgresAuditConfig);
+        let cases: [(&str, Breaks); 9] = [
+            ("max_batch_size", |c| c.max_batch_size = 0),
+            ("queue_capacity", |c| c.queue_capacity = 0),
+            ("log_timeout", |c| c.log_timeout = Duration::ZERO),
+            ("retry_initial_backoff", |c| {
+                c.retry_initial_backoff = Duration::ZERO
+            }),
+            ("retry_max_backoff", |c| {
+                c.retry_max_backoff = Duration::from_millis(1)
+            }),
+            ("max_results", |c| c.max_results = 0),
+            ("verify_page_size", |c| c.verify_page_size = 0),
+            ("max_connections", |c| c.max_connections = 1),
+            ("connect_timeout", |c| c.connect_timeout = Duration::ZERO),
+        ];
+        for (field, breaks) in cases {
+            let mut config = PostgresAuditConfig::default();
+            breaks(&mut config);
+            match config.validate() {
+                Err(AuditError::InvalidConfig { field: named, .. }) => assert_eq!(named, field),
+                other => panic!("{field}: expected a config error, got {other:?}"),
+            }
+        }
+    }
+}

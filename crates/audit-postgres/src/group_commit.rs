@@ -1,0 +1,635 @@
+//! Durable group commit: a bounded queue in front of one writer task that
+//! drains it into batches and writes each batch through a [`BatchSink`].
+//!
+//! A batch is whatever is queued when the previous write finishes (up to
+//! `max_batch_size`, optionally after lingering), so the more callers wait,
+//! the more events share one commit. Each caller is acknowledged only after
+//! the write that holds its event succeeded. Transient failures are retried
+//! with exponential backoff while any caller of the batch still waits.
+//!
+//! Everything here follows tokio's clock, so it is tested on paused time with
+//! a scripted sink.
+
+use std::future::Future;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
+
+use agent_patterns_audit::{AuditError, AuditEvent, ChainHead, EVENTS_LOGGED_TOTAL};
+use tokio::sync::{mpsc, oneshot};
+use tokio::time::Instant;
+
+/// Metric: events per written batch (histogram).
+pub const BATCH_SIZE: &str = "audit_batch_size";
+/// Metric: time to write and commit one batch, in seconds (histogram).
+pub const COMMIT_DURATION_SECONDS: &str = "audit_commit_duration_seconds";
+/// Metric: batch attempts that failed transiently and were retried.
+pub const WRITE_RETRIES_TOTAL: &str = "audit_write_retries_total";
+/// Metric: events waiting for the writer (gauge).
+pub const QUEUE_DEPTH: &str = "audit_queue_depth";
+
+/// An event waiting to be written, with its caller's acknowledgement.
+pub(crate) struct Pending {
+    pub(crate) event: AuditEvent,
+    pub(crate) ack: oneshot::Sender<Result<(), AuditError>>,
+}
+
+/// What a successful batch write reports.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Written {
+    /// The chain head after the batch.
+    pub(crate) head: ChainHead,
+    /// Rows actually inserted (duplicates of stored ids are not).
+    pub(crate) inserted: usize,
+}
+
+/// Why a batch write failed.
+#[derive(Debug, Clone)]
+pub(crate) enum WriteError {
+    /// The backend is unreachable or restarting: try again later.
+    Transient(String),
+    /// The backend refused the batch: trying again would fail the same way.
+    Fatal(String),
+}
+
+/// Durably writes batches. Implementations chain each event onto the head.
+pub(crate) trait BatchSink: Send + 'static {
+    /// Writes `batch` in one atomic unit; either every event is stored (or
+    /// was already stored) or none.
+    fn write(
+        &mut self,
+        batch: &mut [Pending],
+    ) -> impl Future<Output = Result<Written, WriteError>> + Send;
+}
+
+/// What callers send the writer.
+// Almost every command is a `Log`; boxing it would add an allocation per event.
+#[allow(clippy::large_enum_variant)]
+enum Command {
+    Log(Pending),
+    /// Answered once everything queued before it has been written or failed.
+    Flush(oneshot::Sender<()>),
+    /// Like `Flush`, then the writer stops and releases its sink (and so its
+    /// database connection); later submissions fail with `Closed`.
+    Close(oneshot::Sender<()>),
+}
+
+/// The writer's state, shared with the store's health check and `count`.
+#[derive(Debug, Default)]
+pub(crate) struct Shared {
+    consecutive_failures: AtomicU64,
+    last_error: Mutex<Option<String>>,
+    committed_head: AtomicU64,
+}
+
+impl Shared {
+    /// Starts from the head found in the database.
+    pub(crate) fn new(head: ChainHead) -> Self {
+        let shared = Self::default();
+        shared
+            .committed_head
+            .store(head.sequence, Ordering::Relaxed);
+        shared
+    }
+
+    /// The latest committed head sequence this process knows of.
+    pub(crate) fn committed_sequence(&self) -> u64 {
+        self.committed_head.load(Ordering::Relaxed)
+    }
+
+    /// The last write error, if the last attempt failed.
+    pub(crate) fn failing(&self) -> Option<String> {
+        if self.consecutive_failures.load(Ordering::Relaxed) == 0 {
+            return None;
+        }
+        let last = self
+            .last_error
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        Some(last.clone().unwrap_or_default())
+    }
+
+    fn record_success(&self, head: ChainHead) {
+        self.consecutive_failures.store(0, Ordering::Relaxed);
+        self.committed_head
+            .fetch_max(head.sequence, Ordering::Relaxed);
+    }
+
+    fn record_failure(&self, error: &str) {
+        self.consecutive_failures.fetch_add(1, Ordering::Relaxed);
+        let mut last = self
+            .last_error
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        *last = Some(error.to_owned());
+    }
+}
+
+/// Tuning of the queue and the writer (validated by the store's config).
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Settings {
+    pub(crate) queue_capacity: usize,
+    pub(crate) max_batch_size: usize,
+    pub(crate) linger: Duration,
+    pub(crate) log_timeout: Duration,
+    pub(crate) initial_backoff: Duration,
+    pub(crate) max_backoff: Duration,
+}
+
+/// The callers' side: a handle on the queue. Dropping it lets the writer
+/// finish what is queued and stop.
+#[derive(Debug)]
+pub(crate) struct GroupCommit {
+    queue: mpsc::Sender<Command>,
+    settings: Settings,
+}
+
+impl std::fmt::Debug for Command {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Log(pending) => write!(f, "Log({})", pending.event.id),
+            Self::Flush(_) => f.write_str("Flush"),
+            Self::Close(_) => f.write_str("Close"),
+        }
+    }
+}
+
+impl GroupCommit {
+    /// Spawns the writer task on the current tokio runtime.
+    pub(crate) fn start<S: BatchSink>(sink: S, settings: Settings, shared: Arc<Shared>) -> Self {
+        let (queue, rx) = mpsc::channel(settings.queue_capacity);
+        let writer = Writer {
+            rx,
+            sink,
+            shared,
+            settings,
+        };
+        tokio::spawn(writer.run());
+        Self { queue, settings }
+    }
+
+    /// Queues `event` and waits until it is written, all within `log_timeout`.
+    pub(crate) async fn submit(&self, event: AuditEvent) -> Result<(), AuditError> {
+        let timeout = self.settings.log_timeout;
+        let deadline = Instant::now() + timeout;
+        let (ack, acked) = oneshot::channel();
+        let queued = self.queue.send(Command::Log(Pending { event, ack }));
+        match tokio::time::timeout_at(deadline, queued).await {
+            Err(_) => {
+                return Err(AuditError::QueueFull {
+                    capacity: self.settings.queue_capacity,
+                    waited: timeout,
+                });
+            }
+            Ok(Err(_)) => return Err(AuditError::Closed),
+            Ok(Ok(())) => {}
+        }
+        // Giving up drops `acked`, which tells the writer not to retry for us.
+        match tokio::time::timeout_at(deadline, acked).await {
+            Err(_) => Err(AuditError::Timeout(timeout)),
+            Ok(Err(_)) => Err(AuditError::Storage("audit writer stopped".into())),
+            Ok(Ok(result)) => result,
+        }
+    }
+
+    /// Waits until everything queued before this call is written or failed.
+    pub(crate) async fn flush(&self) -> Result<(), AuditError> {
+        let (done, flushed) = oneshot::channel();
+        self.queue
+            .send(Command::Flush(done))
+            .await
+            .map_err(|_| AuditError::Closed)?;
+        flushed.await.map_err(|_| AuditError::Closed)
+    }
+
+    /// Writes everything queued before this call, then stops the writer.
+    pub(crate) async fn close(&self) -> Result<(), AuditError> {
+        let (done, closed) = oneshot::channel();
+        if self.queue.send(Command::Close(done)).await.is_err() {
+            return Ok(()); // already closed
+        }
+        closed.await.map_err(|_| AuditError::Closed)
+    }
+
+    /// Events waiting in the queue.
+    pub(crate) fn queued(&self) -> usize {
+        self.queue.max_capacity() - self.queue.capacity()
+    }
+}
+
+struct Writer<S> {
+    rx: mpsc::Receiver<Command>,
+    sink: S,
+    shared: Arc<Shared>,
+    settings: Settings,
+}
+
+impl<S: BatchSink> Writer<S> {
+    /// Runs until every sender is gone and the queue is drained.
+    async fn run(mut self) {
+        let mut batch = Vec::with_capacity(self.settings.max_batch_size);
+        let mut flushes = Vec::new();
+        let mut stop = false;
+        while let Some(first) = self.rx.recv().await {
+            self.collect(first, &mut batch, &mut flushes, &mut stop)
+                .await;
+            metrics::gauge!(QUEUE_DEPTH).set(self.rx.len() as f64);
+            self.write_with_retry(&mut batch).await;
+            for done in flushes.drain(..) {
+                // The flusher may have stopped waiting; nothing to tell then.
+                let _ = done.send(());
+            }
+            if stop {
+                break;
+            }
+        }
+        // Callers still queued behind a close learn that the store is closed.
+        self.rx.close();
+        while let Ok(command) = self.rx.try_recv() {
+            match command {
+                Command::Log(pending) => {
+                    let _ = pending.ack.send(Err(AuditError::Closed));
+                }
+                Command::Flush(done) | Command::Close(done) => {
+                    let _ = done.send(());
+                }
+            }
+        }
+    }
+
+    /// Gathers one batch: `first`, then whatever is queued (waiting up to
+    /// `linger` for more), until the batch is full or a flush request is met.
+    async fn collect(
+        &mut self,
+        first: Command,
+        batch: &mut Vec<Pending>,
+        flushes: &mut Vec<oneshot::Sender<()>>,
+        stop: &mut bool,
+    ) {
+        let linger_until = Instant::now() + self.settings.linger;
+        let mut next = Some(first);
+        while let Some(command) = next.take() {
+            match command {
+                Command::Log(pending) => batch.push(pending),
+                Command::Flush(done) => {
+                    flushes.push(done);
+                    return;
+                }
+                Command::Close(done) => {
+                    flushes.push(done);
+                    *stop = true;
+                    return;
+                }
+            }
+            if batch.len() >= self.settings.max_batch_size {
+                return;
+            }
+            next = match self.rx.try_recv() {
+                Ok(command) => Some(command),
+                Err(mpsc::error::TryRecvError::Disconnected) => None,
+                Err(mpsc::error::TryRecvError::Empty) if self.settings.linger.is_zero() => None,
+                Err(mpsc::error::TryRecvError::Empty) => {
+                    tokio::time::timeout_at(linger_until, self.rx.recv())
+                        .await
+                        .ok()
+                        .flatten()
+                }
+            };
+        }
+    }
+
+    /// Writes the batch, retrying transient failures with exponential backoff
+    /// for as long as some caller still waits. Callers that gave up (their
+    /// deadline passed) are dropped from the batch before each attempt.
+    async fn write_with_retry(&mut self, batch: &mut Vec<Pending>) {
+        let mut backoff = self.settings.initial_backoff;
+        loop {
+            batch.retain(|pending| !pending.ack.is_closed());
+            if batch.is_empty() {
+                return;
+            }
+            let started = Instant::now();
+            match self.sink.write(batch).await {
+                Ok(written) => {
+                    metrics::histogram!(COMMIT_DURATION_SECONDS)
+                        .record(started.elapsed().as_secs_f64());
+                    metrics::histogram!(BATCH_SIZE).record(batch.len() as f64);
+                    metrics::counter!(EVENTS_LOGGED_TOTAL, "store" => "postgres")
+                        .increment(written.inserted as u64);
+                    self.shared.record_success(written.head);
+                    for pending in batch.drain(..) {
+                        let _ = pending.ack.send(Ok(()));
+                    }
+                    return;
+                }
+                Err(WriteError::Transient(error)) => {
+                    self.shared.record_failure(&error);
+                    metrics::counter!(WRITE_RETRIES_TOTAL).increment(1);
+                    tracing::warn!(
+                        %error,
+                        events = batch.len(),
+                        retry_in = ?backoff,
+                        "audit batch failed; retrying"
+                    );
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(self.settings.max_backoff);
+                }
+                Err(WriteError::Fatal(error)) => {
+                    self.shared.record_failure(&error);
+                    tracing::error!(%error, events = batch.len(), "audit batch rejected");
+                    let failure = AuditError::Storage(error);
+                    for pending in batch.drain(..) {
+                        let _ = pending.ack.send(Err(failure.clone()));
+                    }
+                    return;
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::VecDeque;
+
+    use agent_patterns_audit::AuditEventType;
+
+    use super::*;
+
+    /// A sink that plays a script of outcomes (then succeeds), records when
+    /// and with how many events it was called, and chains like a real store.
+    #[derive(Clone, Default)]
+    struct Scripted {
+        script: Arc<Mutex<VecDeque<Result<(), WriteError>>>>,
+        calls: Arc<Mutex<Vec<(Instant, usize)>>>,
+        head: Arc<Mutex<ChainHead>>,
+        write_time: Duration,
+    }
+
+    impl Scripted {
+        fn with(script: impl IntoIterator<Item = Result<(), WriteError>>) -> Self {
+            let sink = Self::default();
+            sink.script.lock().unwrap().extend(script);
+            sink
+        }
+
+        fn calls(&self) -> Vec<(Instant, usize)> {
+            self.calls.lock().unwrap().clone()
+        }
+    }
+
+    impl BatchSink for Scripted {
+        async fn write(&mut self, batch: &mut [Pending]) -> Result<Written, WriteError> {
+            self.calls
+                .lock()
+                .unwrap()
+                .push((Instant::now(), batch.len()));
+            tokio::time::sleep(self.write_time).await;
+            let next = self.script.lock().unwrap().pop_front().unwrap_or(Ok(()));
+            next?;
+            let mut head = self.head.lock().unwrap();
+            for pending in batch.iter_mut() {
+                head.append(&mut pending.event);
+            }
+            Ok(Written {
+                head: *head,
+                inserted: batch.len(),
+            })
+        }
+    }
+
+    fn settings() -> Settings {
+        Settings {
+            queue_capacity: 100,
+            max_batch_size: 100,
+            linger: Duration::ZERO,
+            log_timeout: Duration::from_secs(5),
+            initial_backoff: Duration::from_millis(10),
+            max_backoff: Duration::from_secs(1),
+        }
+    }
+
+    fn event() -> AuditEvent {
+        AuditEvent::new(AuditEventType::DataAccess, "u", "read", true)
+    }
+
+    fn transient() -> Result<(), WriteError> {
+        Err(WriteError::Transient("connection reset".into()))
+    }
+
+    fn offsets(calls: &[(Instant, usize)], start: Instant) -> Vec<u128> {
+        calls
+            .iter()
+            .map(|(at, _)| (*at - start).as_millis())
+            .collect()
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn transient_failures_are_retried_with_doubling_backoff() {
+        let sink = Scripted::with([transient(), transient(), transient()]);
+        let shared = Arc::new(Shared::default());
+        let queue = GroupCommit::start(sink.clone(), settings(), Arc::clone(&shared));
+        let start = Instant::now();
+        queue.submit(event()).await.unwrap();
+        assert_eq!(offsets(&sink.calls(), start), [0, 10, 30, 70]);
+        assert_eq!(shared.committed_sequence(), 1);
+        assert!(
+            shared.failing().is_none(),
+            "success clears the failure state"
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn retries_stop_once_every_caller_has_given_up() {
+        let sink = Scripted::with(std::iter::repeat_with(transient).take(1_000));
+        let shared = Arc::new(Shared::default());
+        let settings = Settings {
+            log_timeout: Duration::from_millis(200),
+            max_backoff: Duration::from_millis(40),
+            ..settings()
+        };
+        let queue = GroupCommit::start(sink.clone(), settings, Arc::clone(&shared));
+        let start = Instant::now();
+        let result = queue.submit(event()).await;
+        assert_eq!(result, Err(AuditError::Timeout(Duration::from_millis(200))));
+        assert_eq!(start.elapsed(), Duration::from_millis(200));
+        assert_eq!(shared.failing().as_deref(), Some("connection reset"));
+        // Backoff 10, 20, 40, 40, … ms: attempts at 0, 10, 30, 70, 110, 150, 190.
+        assert_eq!(
+            offsets(&sink.calls(), start),
+            [0, 10, 30, 70, 110, 150, 190]
+        );
+        tokio::time::sleep(Duration::from_secs(10)).await;
+        assert_eq!(
+            sink.calls().len(),
+            7,
+            "no retries for callers that are gone"
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn fatal_failure_fails_the_whole_batch_without_retry() {
+        let sink = Scripted {
+            write_time: Duration::from_millis(5),
+            ..Scripted::default()
+        };
+        sink.script
+            .lock()
+            .unwrap()
+            .extend([Ok(()), Err(WriteError::Fatal("bad row".into()))]);
+        let queue = Arc::new(GroupCommit::start(sink.clone(), settings(), Arc::default()));
+        // The first event occupies the writer; the next three form one batch.
+        let first = tokio::spawn({
+            let queue = Arc::clone(&queue);
+            async move { queue.submit(event()).await }
+        });
+        tokio::task::yield_now().await;
+        let rest: Vec<_> = (0..3)
+            .map(|_| {
+                let queue = Arc::clone(&queue);
+                tokio::spawn(async move { queue.submit(event()).await })
+            })
+            .collect();
+        assert_eq!(first.await.unwrap(), Ok(()));
+        for task in rest {
+            assert_eq!(
+                task.await.unwrap(),
+                Err(AuditError::Storage("bad row".into()))
+            );
+        }
+        let sizes: Vec<usize> = sink.calls().iter().map(|(_, n)| *n).collect();
+        assert_eq!(sizes, [1, 3]);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn callers_waiting_during_a_write_share_the_next_batch() {
+        let sink = Scripted {
+            write_time: Duration::from_millis(5),
+            ..Scripted::default()
+        };
+        let queue = Arc::new(GroupCommit::start(sink.clone(), settings(), Arc::default()));
+        let tasks: Vec<_> = (0..64)
+            .map(|_| {
+                let queue = Arc::clone(&queue);
+                tokio::spawn(async move { queue.submit(event()).await })
+            })
+            .collect();
+        for task in tasks {
+            task.await.unwrap().unwrap();
+        }
+        let sizes: Vec<usize> = sink.calls().iter().map(|(_, n)| *n).collect();
+        assert_eq!(sizes.iter().sum::<usize>(), 64);
+        assert!(
+            sizes.len() <= 3,
+            "64 concurrent callers need a handful of writes: {sizes:?}"
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn linger_gathers_late_arrivals_and_batch_size_caps_batches() {
+        let sink = Scripted::default();
+        let settings = Settings {
+            linger: Duration::from_millis(5),
+            max_batch_size: 3,
+            ..settings()
+        };
+        let queue = Arc::new(GroupCommit::start(sink.clone(), settings, Arc::default()));
+        let tasks: Vec<_> = (0..5)
+            .map(|i| {
+                let queue = Arc::clone(&queue);
+                tokio::spawn(async move {
+                    tokio::time::sleep(Duration::from_millis(i)).await;
+                    queue.submit(event()).await
+                })
+            })
+            .collect();
+        for task in tasks {
+            task.await.unwrap().unwrap();
+        }
+        let sizes: Vec<usize> = sink.calls().iter().map(|(_, n)| *n).collect();
+        assert_eq!(sizes, [3, 2]);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn full_queue_makes_callers_wait_until_their_deadline() {
+        // The sink never finishes within the test: the writer holds one event,
+        // the queue holds one more, the third caller waits and is refused.
+        let sink = Scripted {
+            write_time: Duration::from_secs(3_600),
+            ..Scripted::default()
+        };
+        let settings = Settings {
+            queue_capacity: 1,
+            max_batch_size: 1,
+            log_timeout: Duration::from_millis(100),
+            ..settings()
+        };
+        let queue = Arc::new(GroupCommit::start(sink, settings, Arc::default()));
+        let held: Vec<_> = (0..2)
+            .map(|_| {
+                let queue = Arc::clone(&queue);
+                tokio::spawn(async move { queue.submit(event()).await })
+            })
+            .collect();
+        tokio::task::yield_now().await;
+        let start = Instant::now();
+        let refused = queue.submit(event()).await;
+        assert_eq!(
+            refused,
+            Err(AuditError::QueueFull {
+                capacity: 1,
+                waited: Duration::from_millis(100)
+            })
+        );
+        assert_eq!(start.elapsed(), Duration::from_millis(100));
+        for task in held {
+            assert!(matches!(task.await.unwrap(), Err(AuditError::Timeout(_))));
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn close_writes_what_was_queued_then_refuses_and_releases_the_sink() {
+        let sink = Scripted {
+            write_time: Duration::from_millis(20),
+            ..Scripted::default()
+        };
+        let released = Arc::downgrade(&sink.calls);
+        let queue = Arc::new(GroupCommit::start(sink, settings(), Arc::default()));
+        let tasks: Vec<_> = (0..5)
+            .map(|_| {
+                let queue = Arc::clone(&queue);
+                tokio::spawn(async move { queue.submit(event()).await })
+            })
+            .collect();
+        tokio::time::sleep(Duration::from_millis(1)).await;
+        queue.close().await.unwrap();
+        for task in tasks {
+            task.await.unwrap().unwrap();
+        }
+        assert_eq!(queue.submit(event()).await, Err(AuditError::Closed));
+        assert!(released.upgrade().is_none(), "the writer dropped its sink");
+        queue.close().await.unwrap();
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn flush_returns_after_earlier_events_are_written() {
+        let sink = Scripted {
+            write_time: Duration::from_millis(20),
+            ..Scripted::default()
+        };
+        let shared = Arc::new(Shared::default());
+        let queue = Arc::new(GroupCommit::start(sink, settings(), Arc::clone(&shared)));
+        let tasks: Vec<_> = (0..10)
+            .map(|_| {
+                let queue = Arc::clone(&queue);
+                tokio::spawn(async move { queue.submit(event()).await })
+            })
+            .collect();
+        tokio::task::yield_now().await;
+        queue.flush().await.unwrap();
+        assert_eq!(shared.committed_sequence(), 10);
+        for task in tasks {
+            task.await.unwrap().unwrap();
+        }
+    }
+}

@@ -1,0 +1,102 @@
+//! A durable, append-only, hash-chained audit store in PostgreSQL.
+//!
+//! [`PostgresAuditLogger`] implements
+//! [`AuditLogger`](agent_patterns_audit::AuditLogger) from
+//! `agent-patterns-audit`, so it drops in wherever the in-memory store was
+//! used (`Arc<dyn AuditLogger>`).
+//!
+//! # Guarantees
+//!
+//! * **Durable acknowledgement.** `log(event).await` returns `Ok` only after
+//!   the transaction holding the event has committed.
+//! * **Group commit.** Concurrent callers share transactions (one binary
+//!   `COPY` per batch, four round trips in all), so throughput rises with
+//!   concurrency.
+//!   [`max_batch_size`](PostgresAuditConfig::max_batch_size) and
+//!   [`linger`](PostgresAuditConfig::linger) tune it.
+//! * **Bounded memory, explicit backpressure.** The queue holds at most
+//!   [`queue_capacity`](PostgresAuditConfig::queue_capacity) events; when full,
+//!   callers wait until their deadline and then get
+//!   [`AuditError::QueueFull`](agent_patterns_audit::AuditError::QueueFull).
+//!   No event is ever dropped without its caller getting an error.
+//! * **One chain across all writers.** Every batch transaction locks the
+//!   `audit_chain_head` row, so tasks, processes and replicas writing to one
+//!   database extend a single gapless chain. `verify()` checks it in pages.
+//! * **Outages.** Transient failures (lost connection, server restart) are
+//!   retried with exponential backoff until the callers' deadline. Writes are
+//!   idempotent by event id: a batch whose commit outcome was unknown is
+//!   retried without duplicating rows, and the chain continues intact. The
+//!   health check reports unhealthy while writes fail.
+//! * **Append-only in the database.** A trigger rejects `UPDATE`, `DELETE`
+//!   and `TRUNCATE` on `audit_events` for every role.
+//! * **Graceful shutdown.** [`PostgresAuditLogger::close`] stops intake,
+//!   flushes the queue and releases the writer's connection;
+//!   [`PostgresAuditLogger::flush`] only waits. With the `shutdown` feature
+//!   the store is an `agent_patterns_shutdown::ShutdownHandler` that does
+//!   exactly that in the `FlushBuffers` phase.
+//!
+//! # Role layout
+//!
+//! Give each duty its own role, so the process that writes events cannot
+//! rewrite them:
+//!
+//! ```sql
+//! -- Owns the schema and runs the migrations (PostgresAuditLogger::migrate).
+//! -- Table owners can disable triggers: never let the service log in as it.
+//! CREATE ROLE audit_owner NOLOGIN;
+//! -- The service: appends and reads, nothing else.
+//! CREATE ROLE audit_writer LOGIN;
+//! GRANT SELECT, INSERT ON audit_events TO audit_writer;
+//! GRANT SELECT, UPDATE ON audit_chain_head TO audit_writer;
+//! -- Auditors: read only.
+//! CREATE ROLE audit_reader LOGIN;
+//! GRANT SELECT ON audit_events, audit_chain_head TO audit_reader;
+//! ```
+//!
+//! Start the service with `run_migrations: false` when it logs in as
+//! `audit_writer`. Retention must not be done by deleting rows (the trigger
+//! forbids it); the intended layout is to drop whole time partitions by a
+//! separate maintenance role, then verify from the first remaining sequence
+//! (`VerifyRange { from: Some(first), .. }`) with its `prev_hash` as anchor.
+//! This crate's schema does not partition the table yet.
+//!
+//! # Example
+//!
+//! ```
+//! use agent_patterns_audit::*;
+//! use agent_patterns_audit_postgres::PostgresAuditLogger;
+//!
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! # use sqlx::Connection;
+//! # let admin_url = std::env::var("DATABASE_URL")
+//! #     .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into());
+//! # let name = format!("audit_doc_{}", uuid::Uuid::now_v7().simple());
+//! # let mut admin = sqlx::PgConnection::connect(&admin_url).await?;
+//! # sqlx::query(&format!("CREATE DATABASE {name}")).execute(&mut admin).await?;
+//! # let database_url = format!("{}/{name}", admin_url.rsplit_once('/').unwrap().0);
+//! let audit_logger = PostgresAuditLogger::connect(&database_url).await?;
+//!
+//! let event = AuditEvent::new(AuditEventType::Authentication, "user-1", "login", true)
+//!     .with_source_ip("203.0.113.7")
+//!     .with_metadata("method", "password");
+//! audit_logger.log(event).await?; // returns once committed
+//!
+//! assert_eq!(audit_logger.get_events_for_actor("user-1").await?.len(), 1);
+//! assert!(audit_logger.verify(VerifyRange::all()).await?.is_valid());
+//! audit_logger.close().await?;
+//! # audit_logger.pool().close().await;
+//! # sqlx::query(&format!("DROP DATABASE {name} WITH (FORCE)")).execute(&mut admin).await?;
+//! # Ok(())
+//! # }
+//! ```
+
+mod config;
+mod group_commit;
+mod pg_sink;
+mod rows;
+mod store;
+
+pub use config::{MAX_BATCH_SIZE, PostgresAuditConfig};
+pub use group_commit::{BATCH_SIZE, COMMIT_DURATION_SECONDS, QUEUE_DEPTH, WRITE_RETRIES_TOTAL};
+pub use store::{MIGRATOR, PostgresAuditLogger};

@@ -1,0 +1,224 @@
+//! Writing one batch to PostgreSQL: one transaction that locks the chain
+//! head, skips events already stored, chains the rest and loads them.
+//!
+//! The writer keeps one connection and spends four round trips per batch:
+//! `BEGIN` with the head lock and the duplicate check, the two halves of a
+//! binary `COPY`, and the head update with `COMMIT`. Fewer round trips mean a
+//! shorter batch cycle, and so more events per second for the same number of
+//! waiting callers.
+
+use std::collections::HashSet;
+use std::fmt::Write as _;
+
+use agent_patterns_audit::{AuditEvent, ChainHash, ChainHead};
+use sqlx::pool::PoolConnection;
+use sqlx::{Executor, PgConnection, PgPool, Postgres, Row};
+use uuid::Uuid;
+
+use crate::group_commit::{BatchSink, Pending, WriteError, Written};
+use crate::rows::{is_transient, to_db_seq};
+
+/// The [`BatchSink`] of [`PostgresAuditLogger`](crate::PostgresAuditLogger).
+pub(crate) struct PgSink {
+    pool: PgPool,
+    /// The writer's connection, kept between batches; dropped after any
+    /// failure (it may be broken, or inside an aborted transaction).
+    conn: Option<PoolConnection<Postgres>>,
+}
+
+impl PgSink {
+    pub(crate) fn new(pool: PgPool) -> Self {
+        Self { pool, conn: None }
+    }
+}
+
+impl BatchSink for PgSink {
+    async fn write(&mut self, batch: &mut [Pending]) -> Result<Written, WriteError> {
+        let conn = match &mut self.conn {
+            Some(conn) => conn,
+            None => {
+                let conn = self
+                    .pool
+                    .acquire()
+                    .await
+                    .map_err(|e| classify(Phase::Connect, e))?;
+                self.conn.insert(conn)
+            }
+        };
+        match write_batch(conn, batch).await {
+            Ok(written) => Ok(written),
+            Err(err) => {
+                if let Some(conn) = self.conn.take() {
+                    // Closing the socket makes the server roll back whatever
+                    // this connection had open.
+                    drop(conn.detach());
+                }
+                Err(classify(Phase::Write, err))
+            }
+        }
+    }
+}
+
+/// Whether a failed attempt may succeed if tried again.
+fn classify(phase: Phase, err: sqlx::Error) -> WriteError {
+    match phase {
+        // Not getting a connection at all means the database is unreachable,
+        // starting up or refusing connections for now.
+        Phase::Connect if !matches!(err, sqlx::Error::PoolClosed) => {
+            WriteError::Transient(err.to_string())
+        }
+        _ if is_transient(&err) => WriteError::Transient(err.to_string()),
+        _ => WriteError::Fatal(err.to_string()),
+    }
+}
+
+#[derive(Debug, Clone, Copy)]
+enum Phase {
+    Connect,
+    Write,
+}
+
+/// One transaction: lock the chain head, skip events already stored (a
+/// previous attempt may have committed without us hearing back), chain the
+/// rest onto the head, load them with one binary `COPY`, move the head.
+async fn write_batch(
+    conn: &mut PgConnection,
+    batch: &mut [Pending],
+) -> Result<Written, sqlx::Error> {
+    // Ids are formatted by `Uuid` (hex digits and dashes), so inlining them is
+    // safe; literal values also let the planner use the id index.
+    let mut ids = String::with_capacity(batch.len() * 40);
+    for (i, pending) in batch.iter().enumerate() {
+        let separator = if i == 0 { "" } else { "," };
+        let _ = write!(ids, "{separator}'{}'", pending.event.id);
+    }
+    let lock = format!(
+        "BEGIN; SELECT seq, encode(hash, 'hex') AS hash, \
+         (SELECT string_agg(id::text, ',') FROM audit_events WHERE id IN ({ids})) AS stored \
+         FROM audit_chain_head WHERE singleton FOR UPDATE"
+    );
+    let rows = conn.fetch_all(lock.as_str()).await?;
+    let row = rows.first().ok_or(sqlx::Error::RowNotFound)?;
+    let mut head = read_head(row)?;
+    let mut stored: HashSet<Uuid> = HashSet::new();
+    if let Some(list) = row.try_get::<Option<String>, _>("stored")? {
+        for id in list.split(',') {
+            stored.insert(Uuid::parse_str(id).map_err(|e| sqlx::Error::Decode(Box::new(e)))?);
+        }
+    }
+
+    // A duplicate id (stored earlier, or twice in this batch) is acknowledged
+    // without a second row.
+    let fresh: Vec<bool> = batch
+        .iter_mut()
+        .map(|pending| {
+            let is_new = stored.insert(pending.event.id);
+            if is_new {
+                head.append(&mut pending.event);
+            }
+            is_new
+        })
+        .collect();
+    let mut rows = CopyRows::new();
+    for (pending, _) in batch.iter().zip(&fresh).filter(|(_, is_new)| **is_new) {
+        rows.push(&pending.event)?;
+    }
+    let inserted = rows.count;
+    let finish = if inserted > 0 {
+        let mut copy = conn.copy_in_raw(COPY_STATEMENT).await?;
+        copy.send(rows.finish()).await?;
+        copy.finish().await?;
+        format!(
+            "UPDATE audit_chain_head SET seq = {}, hash = '\\x{}'::bytea WHERE singleton; COMMIT",
+            to_db_seq(head.sequence),
+            head.hash.to_hex()
+        )
+    } else {
+        "COMMIT".to_owned()
+    };
+    conn.execute(finish.as_str()).await?;
+    Ok(Written { head, inserted })
+}
+
+fn read_head(row: &sqlx::postgres::PgRow) -> Result<ChainHead, sqlx::Error> {
+    let seq: i64 = row.try_get("seq")?;
+    let hash: String = row.try_get("hash")?;
+    let corrupt = |what: &str| sqlx::Error::Protocol(format!("corrupt audit chain head: {what}"));
+    Ok(ChainHead {
+        sequence: u64::try_from(seq).map_err(|_| corrupt("negative sequence"))?,
+        hash: ChainHash::from_hex(&hash).ok_or_else(|| corrupt("hash is not 32 bytes"))?,
+    })
+}
+
+const COPY_STATEMENT: &str = "COPY audit_events (seq, id, ts, event_type, actor, action, \
+     success, session_id, source_ip, resource, metadata, prev_hash, hash) \
+     FROM STDIN (FORMAT binary)";
+
+/// Microseconds between the Unix epoch and PostgreSQL's (2000-01-01 UTC).
+const PG_EPOCH_OFFSET_MICROS: i64 = 946_684_800_000_000;
+
+/// Rows in PostgreSQL's binary `COPY` format: the cheapest way to load a
+/// batch (no SQL to parse, no text conversion).
+struct CopyRows {
+    buf: Vec<u8>,
+    count: usize,
+}
+
+impl CopyRows {
+    fn new() -> Self {
+        let mut buf = Vec::with_capacity(16 * 1024);
+        buf.extend_from_slice(b"PGCOPY\n\xff\r\n\0");
+        buf.extend_from_slice(&0i32.to_be_bytes()); // flags
+        buf.extend_from_slice(&0i32.to_be_bytes()); // header extension length
+        Self { buf, count: 0 }
+    }
+
+    /// Adds a chained event (events without a link are never pushed).
+    fn push(&mut self, event: &AuditEvent) -> Result<(), sqlx::Error> {
+        let Some(link) = event.chain.as_ref() else {
+            return Ok(());
+        };
+        let metadata =
+            serde_json::to_vec(&event.metadata).map_err(|e| sqlx::Error::Encode(Box::new(e)))?;
+        self.buf.extend_from_slice(&13i16.to_be_bytes());
+        self.field(&to_db_seq(link.sequence).to_be_bytes())?;
+        self.field(event.id.as_bytes())?;
+        let micros = event.timestamp.timestamp_micros() - PG_EPOCH_OFFSET_MICROS;
+        self.field(&micros.to_be_bytes())?;
+        self.field(event.event_type.as_str().as_bytes())?;
+        self.field(event.actor.as_bytes())?;
+        self.field(event.action.as_bytes())?;
+        self.field(&[u8::from(event.success)])?;
+        for text in [&event.session_id, &event.source_ip, &event.resource] {
+            match text {
+                Some(text) => self.field(text.as_bytes())?,
+                None => self.buf.extend_from_slice(&(-1i32).to_be_bytes()),
+            }
+        }
+        // jsonb's binary form: a version byte, then the JSON text.
+        self.length(metadata.len() + 1)?;
+        self.buf.push(1);
+        self.buf.extend_from_slice(&metadata);
+        self.field(link.prev_hash.as_bytes())?;
+        self.field(link.hash.as_bytes())?;
+        self.count += 1;
+        Ok(())
+    }
+
+    fn length(&mut self, len: usize) -> Result<(), sqlx::Error> {
+        let len = i32::try_from(len).map_err(|e| sqlx::Error::Encode(Box::new(e)))?;
+        self.buf.extend_from_slice(&len.to_be_bytes());
+        Ok(())
+    }
+
+    fn field(&mut self, bytes: &[u8]) -> Result<(), sqlx::Error> {
+        self.length(bytes.len())?;
+        self.buf.extend_from_slice(bytes);
+        Ok(())
+    }
+
+    fn finish(mut self) -> Vec<u8> {
+        self.buf.extend_from_slice(&(-1i16).to_be_bytes());
+        self.buf
+    }
+}

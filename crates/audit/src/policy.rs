@@ -1,0 +1,314 @@
+//! What a logger does to an event before storing it: redact secret-looking
+//! metadata (OWASP logging guidance: never write passwords, tokens or keys to
+//! a log) and enforce size limits, so one event can neither leak a credential
+//! nor blow up the store.
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::AuditError;
+use crate::event::AuditEvent;
+
+/// The value stored in place of a redacted metadata value.
+pub const REDACTED: &str = "[REDACTED]";
+
+/// Redaction and size rules applied to every event on logging.
+///
+/// A metadata key is secret-looking when one of
+/// [`redact_keys`](Self::redact_keys) ends a word of it. Keys and fragments
+/// are compared lowercased, with `-`, `.` and spaces read as `_` and a `_`
+/// between camelCase humps: `X-Api-Key`, `refreshToken`, `userpassword` and
+/// `Authorization` are secret-looking under the defaults; `input_tokens`,
+/// `author` and `passwordless` are not. The value is replaced by
+/// [`REDACTED`]; the key is kept, so the trail still shows that, say, a
+/// password was supplied.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct EventPolicy {
+    /// Fragments that mark a metadata key as secret (matched as substrings,
+    /// case-insensitively).
+    pub redact_keys: Vec<String>,
+    /// Longest accepted text field (actor, action, session id, source IP,
+    /// resource, metadata key or value), in bytes.
+    pub max_field_bytes: usize,
+    /// Most metadata entries per event.
+    pub max_metadata_entries: usize,
+}
+
+impl Default for EventPolicy {
+    fn default() -> Self {
+        Self {
+            redact_keys: DEFAULT_REDACT_KEYS
+                .iter()
+                .map(|k| (*k).to_owned())
+                .collect(),
+            max_field_bytes: 8 * 1024,
+            max_metadata_entries: 64,
+        }
+    }
+}
+
+/// The default secret-looking key fragments.
+pub const DEFAULT_REDACT_KEYS: &[&str] = &[
+    "password",
+    "passwords",
+    "passwd",
+    "passphrase",
+    "secret",
+    "secrets",
+    "token",
+    "api_key",
+    "apikey",
+    "access_key",
+    "private_key",
+    "authorization",
+    "auth",
+    "bearer",
+    "cookie",
+    "cookies",
+    "credential",
+    "credentials",
+    "session_key",
+    "credit_card",
+    "card_number",
+    "cvv",
+];
+
+impl EventPolicy {
+    /// Checks the limits; the error names the offending field.
+    pub fn validate(&self) -> Result<(), AuditError> {
+        if self.max_field_bytes == 0 {
+            return Err(AuditError::InvalidConfig {
+                field: "max_field_bytes",
+                reason: "must be at least 1".into(),
+            });
+        }
+        if let Some(empty) = self.redact_keys.iter().position(|k| k.trim().is_empty()) {
+            return Err(AuditError::InvalidConfig {
+                field: "redact_keys",
+                reason: format!("entry {empty} is empty and would redact every key"),
+            });
+        }
+        Ok(())
+    }
+
+    /// Whether `key` looks like it holds a secret.
+    pub fn is_secret_key(&self, key: &str) -> bool {
+        let key = normalise(key);
+        self.redact_keys
+            .iter()
+            .any(|fragment| ends_a_word(&key, &normalise(fragment)))
+    }
+
+    /// Checks the limits and redacts secret-looking metadata, returning the
+    /// event as it will be stored.
+    ///
+    /// Also rejects NUL characters, which PostgreSQL text cannot hold, so an
+    /// event is accepted or refused the same way by every store.
+    pub fn apply(&self, mut event: AuditEvent) -> Result<AuditEvent, AuditError> {
+        self.check_field("actor", &event.actor)?;
+        self.check_field("action", &event.action)?;
+        for (name, value) in [
+            ("session_id", &event.session_id),
+            ("source_ip", &event.source_ip),
+            ("resource", &event.resource),
+        ] {
+            if let Some(value) = value {
+                self.check_field(name, value)?;
+            }
+        }
+        if event.metadata.len() > self.max_metadata_entries {
+            return Err(AuditError::InvalidEvent(format!(
+                "metadata has {} entries, more than max_metadata_entries = {}",
+                event.metadata.len(),
+                self.max_metadata_entries
+            )));
+        }
+        for (key, value) in &mut event.metadata {
+            self.check_field("metadata key", key)?;
+            if self.is_secret_key(key) {
+                REDACTED.clone_into(value);
+            } else {
+                self.check_field("metadata value", value)?;
+            }
+        }
+        event.chain = None;
+        Ok(event)
+    }
+
+    fn check_field(&self, name: &str, value: &str) -> Result<(), AuditError> {
+        if value.len() > self.max_field_bytes {
+            return Err(AuditError::InvalidEvent(format!(
+                "{name} is {} bytes, more than max_field_bytes = {}",
+                value.len(),
+                self.max_field_bytes
+            )));
+        }
+        if value.contains('\0') {
+            return Err(AuditError::InvalidEvent(format!(
+                "{name} contains a NUL character"
+            )));
+        }
+        Ok(())
+    }
+}
+
+/// Lowercase, separators as `_`, and a `_` where a lowercase letter or digit
+/// is followed by an uppercase one (`refreshToken` -> `refresh_token`).
+fn normalise(key: &str) -> String {
+    let mut out = String::with_capacity(key.len() + 4);
+    let mut prev_lower = false;
+    for c in key.chars() {
+        match c {
+            '-' | '.' | ' ' | '_' => {
+                out.push('_');
+                prev_lower = false;
+            }
+            c if c.is_uppercase() => {
+                if prev_lower {
+                    out.push('_');
+                }
+                out.extend(c.to_lowercase());
+                prev_lower = false;
+            }
+            c => {
+                out.push(c);
+                prev_lower = c.is_lowercase() || c.is_ascii_digit();
+            }
+        }
+    }
+    out
+}
+
+/// Whether `fragment` occurs in `key` ending where a word ends (at the end of
+/// the key or before a `_`).
+fn ends_a_word(key: &str, fragment: &str) -> bool {
+    if fragment.is_empty() {
+        return false;
+    }
+    key.match_indices(fragment).any(|(start, _)| {
+        let end = start + fragment.len();
+        end == key.len() || key.as_bytes().get(end) == Some(&b'_')
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::event::AuditEventType;
+
+    fn event() -> AuditEvent {
+        AuditEvent::new(AuditEventType::Authentication, "u", "login", true)
+    }
+
+    #[test]
+    fn secret_looking_keys_are_redacted_and_others_kept() {
+        let policy = EventPolicy::default();
+        let stored = policy
+            .apply(
+                event()
+                    .with_metadata("password", "hunter2")
+                    .with_metadata("X-Api-Key", "sk-123")
+                    .with_metadata("Authorization", "Bearer abc")
+                    .with_metadata("refresh_token", "r-1")
+                    .with_metadata("method", "password"),
+            )
+            .unwrap();
+        assert_eq!(stored.metadata["password"], REDACTED);
+        assert_eq!(stored.metadata["X-Api-Key"], REDACTED);
+        assert_eq!(stored.metadata["Authorization"], REDACTED);
+        assert_eq!(stored.metadata["refresh_token"], REDACTED);
+        assert_eq!(stored.metadata["method"], "password");
+    }
+
+    #[test]
+    fn only_fragments_that_end_a_word_match() {
+        let policy = EventPolicy::default();
+        for key in [
+            "refreshToken",
+            "userpassword",
+            "SESSION_COOKIE",
+            "x.auth",
+            "oauth",
+        ] {
+            assert!(policy.is_secret_key(key), "{key} should be secret");
+        }
+        for key in [
+            "input_tokens",
+            "max_tokens",
+            "author",
+            "passwordless",
+            "model",
+        ] {
+            assert!(!policy.is_secret_key(key), "{key} should not be secret");
+        }
+    }
+
+    #[test]
+    fn redaction_list_is_configurable() {
+        let policy = EventPolicy {
+            redact_keys: vec!["email".into()],
+            ..EventPolicy::default()
+        };
+        let stored = policy
+            .apply(
+                event()
+                    .with_metadata("user_email", "a@b.c")
+                    .with_metadata("password", "p"),
+            )
+            .unwrap();
+        assert_eq!(stored.metadata["user_email"], REDACTED);
+        assert_eq!(stored.metadata["password"], "p");
+    }
+
+    #[test]
+    fn oversized_or_nul_fields_are_rejected_by_name() {
+        let policy = EventPolicy {
+            max_field_bytes: 8,
+            ..EventPolicy::default()
+        };
+        let err = policy
+            .apply(event().with_resource("x".repeat(9)))
+            .unwrap_err();
+        assert!(err.to_string().contains("resource"), "{err}");
+        let err = policy.apply(event().with_session_id("a\0b")).unwrap_err();
+        assert!(err.to_string().contains("session_id"), "{err}");
+        let policy = EventPolicy {
+            max_metadata_entries: 1,
+            ..EventPolicy::default()
+        };
+        let err = policy
+            .apply(event().with_metadata("a", "1").with_metadata("b", "2"))
+            .unwrap_err();
+        assert!(err.to_string().contains("max_metadata_entries"), "{err}");
+    }
+
+    #[test]
+    fn invalid_policies_are_rejected_by_field() {
+        let err = EventPolicy {
+            max_field_bytes: 0,
+            ..EventPolicy::default()
+        }
+        .validate()
+        .unwrap_err();
+        assert!(matches!(
+            err,
+            AuditError::InvalidConfig {
+                field: "max_field_bytes",
+                ..
+            }
+        ));
+        let err = EventPolicy {
+            redact_keys: vec![" ".into()],
+            ..EventPolicy::default()
+        }
+        .validate()
+        .unwrap_err();
+        assert!(matches!(
+            err,
+            AuditError::InvalidConfig {
+                field: "redact_keys",
+                ..
+            }
+        ));
+    }
+}

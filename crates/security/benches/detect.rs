@@ -1,0 +1,50 @@
+//! Throughput of `detect` against the guide's eight-substring baseline on
+//! benign English text of 1 KiB and 16 KiB.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::hint::black_box;
+
+use agent_patterns_security::{PromptInjectionDetector, naive_contains_injection};
+use criterion::{Criterion, Throughput, criterion_group, criterion_main};
+
+const PARAGRAPH: &str = "The quarterly report covers revenue, churn and hiring across all \
+regions. Our team reviewed the previous version of the deployment guide and updated the \
+instructions for installing the command line tools with sudo apt install on Ubuntu. \
+Customers asked how to configure the admin: key in the YAML file, why the build ignores \
+the previous error, and whether the new dashboard shows incidents by severity. The \
+meeting notes list action items for the platform, data and support teams, with owners \
+and due dates for each of them. ";
+
+fn text_of(len: usize) -> String {
+    let mut s = String::with_capacity(len + PARAGRAPH.len());
+    while s.len() < len {
+        s.push_str(PARAGRAPH);
+    }
+    let mut cut = len;
+    while !s.is_char_boundary(cut) {
+        cut -= 1;
+    }
+    s.truncate(cut);
+    s
+}
+
+fn bench(c: &mut Criterion) {
+    let detector = PromptInjectionDetector::new().unwrap();
+    for (name, len) in [("1KiB", 1024usize), ("16KiB", 16 * 1024)] {
+        let text = text_of(len);
+        assert!(
+            !detector.is_injection(&text),
+            "benchmark text must be benign"
+        );
+        let mut group = c.benchmark_group(format!("detect_{name}"));
+        group.throughput(Throughput::Bytes(text.len() as u64));
+        group.bench_function("detect", |b| b.iter(|| detector.detect(black_box(&text))));
+        group.bench_function("eight_substring_baseline", |b| {
+            b.iter(|| naive_contains_injection(black_box(&text)))
+        });
+        group.finish();
+    }
+}
+
+criterion_group!(benches, bench);
+criterion_main!(benches);

@@ -1,0 +1,514 @@
+//! Prompt-injection detection: normalisation, weighted phrase rules, decoding of
+//! embedded payloads, and an optional pluggable classifier.
+//!
+//! [`detect`] scores a text with the built-in rules; [`detect_prompt_injection`]
+//! is the guide's yes/no helper. Build a [`PromptInjectionDetector`] to change the
+//! threshold, load your own rules ([`RuleSet`]) or combine the rules with a
+//! model through the [`Classifier`] trait.
+//!
+//! How a text is scored:
+//!
+//! 1. It is cut into windows of `window_bytes` (overlapping by `window_overlap`)
+//!    so memory stays bounded; the text's score is the highest window score.
+//! 2. Each window is normalised ([`normalize`]) and scanned: every rule whose
+//!    phrase sequence occurs adds its weight once. Evidence of smuggling seen by
+//!    the normaliser (tag characters, bidi controls, invisible characters inside
+//!    words, mixed-script words) adds fixed weights.
+//! 3. Base64, hex, binary and URL-encoded blobs are decoded (bounded count, size
+//!    and depth) and scanned the same way; what they contain counts, plus a bonus
+//!    for hiding it.
+//! 4. A configured classifier's probability, times its weight, is added.
+//!
+//! A score at or above `threshold` is [`Verdict::Injection`]; at or above
+//! `suspicious_threshold`, [`Verdict::Suspicious`].
+
+mod decode;
+mod engine;
+pub mod normalize;
+mod rules;
+
+use std::ops::Range;
+use std::sync::{Arc, OnceLock};
+
+use serde::{Deserialize, Serialize};
+
+pub use decode::Encoding;
+pub use normalize::{Normalized, Signals, normalize};
+pub use rules::{BUILTIN_RULES, ElementDef, LexiconDef, PatternDef, RuleDef, RuleSet};
+
+use crate::error::SecurityError;
+use crate::incident::{IncidentType, SecurityIncident, ThreatLevel};
+use crate::monitor::{Reported, SecurityMonitor};
+use engine::Compiled;
+
+/// The decision for a text.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Verdict {
+    /// Below `suspicious_threshold`.
+    Benign,
+    /// At or above `suspicious_threshold`, below `threshold`: worth logging.
+    Suspicious,
+    /// At or above `threshold`: treat as an attack.
+    Injection,
+}
+
+/// A rule (or obfuscation signal) that contributed to a score.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RuleMatch {
+    /// The rule's name, e.g. `override.ignore_prior` or `unicode.tag_characters`.
+    pub rule: Arc<str>,
+    /// The rule's family, e.g. `override`, `leak`, `jailbreak`, `exfiltration`.
+    pub family: Arc<str>,
+    /// The weight it added.
+    pub weight: f32,
+    /// Byte range of the scanned text the match covers (for matches inside a
+    /// decoded blob: the blob's range).
+    pub span: Range<usize>,
+    /// `Some` when the match was found inside a decoded blob.
+    pub encoding: Option<Encoding>,
+}
+
+/// The result of scanning one text.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Detection {
+    /// Sum of the weights of the matched rules in the worst window (plus the
+    /// classifier's contribution).
+    pub score: f32,
+    /// The decision.
+    pub verdict: Verdict,
+    /// What matched, in order of position.
+    pub matches: Vec<RuleMatch>,
+}
+
+impl Detection {
+    /// Whether the verdict is [`Verdict::Injection`].
+    pub fn is_injection(&self) -> bool {
+        self.verdict == Verdict::Injection
+    }
+
+    /// The family with the largest total weight among the matches, if any matched.
+    pub fn top_family(&self) -> Option<&str> {
+        let mut totals: Vec<(&str, f32)> = Vec::new();
+        for m in self.matches.iter().filter(|m| m.weight > 0.0) {
+            match totals.iter_mut().find(|(f, _)| *f == &*m.family) {
+                Some((_, w)) => *w += m.weight,
+                None => totals.push((&m.family, m.weight)),
+            }
+        }
+        totals
+            .into_iter()
+            .max_by(|a, b| a.1.total_cmp(&b.1))
+            .map(|(f, _)| f)
+    }
+}
+
+/// A model-based scorer combined with the rules, e.g. an ONNX model or an HTTP
+/// classification service wrapped by the application. The crate ships none, to
+/// stay dependency-light.
+pub trait Classifier: Send + Sync {
+    /// Probability in `[0, 1]` that `text` is a prompt injection. Values outside
+    /// the range (or NaN) are clamped (NaN counts as 0).
+    fn injection_probability(&self, text: &str) -> f32;
+}
+
+/// Configuration of a [`PromptInjectionDetector`].
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct DetectorConfig {
+    /// Score at or above which a text is an injection. Must be positive.
+    pub threshold: f32,
+    /// Score at or above which a text is suspicious. In `[0, threshold]`.
+    pub suspicious_threshold: f32,
+    /// Longest piece of text scanned at once (bytes); longer input is scanned in
+    /// overlapping windows. At least 256.
+    pub window_bytes: usize,
+    /// Overlap between windows (bytes), so a phrase cut by a window edge is still
+    /// seen. Less than `window_bytes / 2`.
+    pub window_overlap: usize,
+    /// How many layers of encoding are peeled (0 disables decoding).
+    pub max_decode_depth: u8,
+    /// Most blobs decoded per window.
+    pub max_decoded_blobs: usize,
+    /// Shortest blob worth decoding (bytes). At least 8.
+    pub min_blob_len: usize,
+    /// Longest blob decoded (bytes).
+    pub max_blob_len: usize,
+    /// Weight of a configured classifier's probability.
+    pub classifier_weight: f32,
+    /// Most score one rule family can add to a window (positive weights only).
+    /// Must be positive.
+    pub family_cap: f32,
+}
+
+impl Default for DetectorConfig {
+    fn default() -> Self {
+        Self {
+            threshold: 1.0,
+            suspicious_threshold: 0.5,
+            window_bytes: 16 * 1024,
+            window_overlap: 512,
+            max_decode_depth: 2,
+            max_decoded_blobs: 16,
+            min_blob_len: 16,
+            max_blob_len: 64 * 1024,
+            classifier_weight: 1.0,
+            family_cap: 1.5,
+        }
+    }
+}
+
+impl DetectorConfig {
+    /// Check every field; the error names the first bad one.
+    pub fn validate(&self) -> Result<(), SecurityError> {
+        if !(self.threshold.is_finite() && self.threshold > 0.0) {
+            return Err(SecurityError::config("threshold", "must be positive"));
+        }
+        if !(self.suspicious_threshold.is_finite()
+            && (0.0..=self.threshold).contains(&self.suspicious_threshold))
+        {
+            return Err(SecurityError::config(
+                "suspicious_threshold",
+                "must be between 0 and threshold",
+            ));
+        }
+        if self.window_bytes < 256 {
+            return Err(SecurityError::config(
+                "window_bytes",
+                "must be at least 256",
+            ));
+        }
+        if self.window_overlap >= self.window_bytes / 2 {
+            return Err(SecurityError::config(
+                "window_overlap",
+                "must be less than window_bytes / 2",
+            ));
+        }
+        if self.min_blob_len < 8 {
+            return Err(SecurityError::config("min_blob_len", "must be at least 8"));
+        }
+        if self.max_blob_len < self.min_blob_len {
+            return Err(SecurityError::config(
+                "max_blob_len",
+                "must be at least min_blob_len",
+            ));
+        }
+        if !(self.family_cap.is_finite() && self.family_cap > 0.0) {
+            return Err(SecurityError::config("family_cap", "must be positive"));
+        }
+        if !self.classifier_weight.is_finite() {
+            return Err(SecurityError::config("classifier_weight", "must be finite"));
+        }
+        Ok(())
+    }
+}
+
+/// Weights of the normaliser's smuggling evidence.
+const TAG_CHARS_WEIGHT: f32 = 1.0;
+const BIDI_WEIGHT: f32 = 0.4;
+const INVISIBLE_WEIGHT: f32 = 0.4;
+const MIXED_SCRIPT_WEIGHT: f32 = 0.4;
+const ENCODED_PAYLOAD_BONUS: f32 = 0.3;
+
+/// Scores texts for prompt injection with a compiled [`RuleSet`] and, optionally,
+/// a [`Classifier`]. `Sync`, and cheap to clone (the compiled rules are shared),
+/// so one compiled rule set can back detectors with different classifiers;
+/// scanning takes no lock.
+#[derive(Clone)]
+pub struct PromptInjectionDetector {
+    config: DetectorConfig,
+    compiled: Arc<Compiled>,
+    classifier: Option<Arc<dyn Classifier>>,
+}
+
+impl std::fmt::Debug for PromptInjectionDetector {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PromptInjectionDetector")
+            .field("config", &self.config)
+            .field("rules", &self.compiled.rules.len())
+            .field("classifier", &self.classifier.is_some())
+            .finish()
+    }
+}
+
+impl PromptInjectionDetector {
+    /// A detector with the built-in rules and default configuration.
+    pub fn new() -> Result<Self, SecurityError> {
+        Self::with_rules(DetectorConfig::default(), &RuleSet::builtin())
+    }
+
+    /// A detector with `config` and `rules`; errors name the bad field or rule.
+    pub fn with_rules(config: DetectorConfig, rules: &RuleSet) -> Result<Self, SecurityError> {
+        config.validate()?;
+        Ok(Self {
+            compiled: Arc::new(Compiled::new(rules)?),
+            config,
+            classifier: None,
+        })
+    }
+
+    /// Combine the rules with `classifier` (its probability times
+    /// `classifier_weight` is added to the score).
+    pub fn with_classifier(mut self, classifier: Arc<dyn Classifier>) -> Self {
+        self.classifier = Some(classifier);
+        self
+    }
+
+    /// The configuration in use.
+    pub fn config(&self) -> &DetectorConfig {
+        &self.config
+    }
+
+    /// Score `text`. Linear in its length; never panics.
+    pub fn detect(&self, text: &str) -> Detection {
+        let (mut score, mut matches) = self.scan_windows(text, 0);
+        if let Some(classifier) = &self.classifier {
+            let p = classifier.injection_probability(text);
+            let p = if p.is_nan() { 0.0 } else { p.clamp(0.0, 1.0) };
+            let weight = p * self.config.classifier_weight;
+            if weight != 0.0 {
+                score += weight;
+                matches.push(RuleMatch {
+                    rule: "classifier".into(),
+                    family: "classifier".into(),
+                    weight,
+                    span: 0..text.len(),
+                    encoding: None,
+                });
+            }
+        }
+        matches.sort_by_key(|m| (m.span.start, m.span.end));
+        let verdict = if score >= self.config.threshold {
+            Verdict::Injection
+        } else if score >= self.config.suspicious_threshold {
+            Verdict::Suspicious
+        } else {
+            Verdict::Benign
+        };
+        Detection {
+            score,
+            verdict,
+            matches,
+        }
+    }
+
+    /// Whether `text` is an injection (`detect(text).is_injection()`).
+    pub fn is_injection(&self, text: &str) -> bool {
+        self.detect(text).is_injection()
+    }
+
+    /// Score `text` and, if it is an injection, report an incident for `source`
+    /// to `monitor` (`DataExfiltration` when exfiltration rules dominate,
+    /// `PromptInjection` otherwise; `High` from twice the threshold, `Medium` below).
+    pub async fn detect_and_report(
+        &self,
+        monitor: &SecurityMonitor,
+        source: &str,
+        text: &str,
+    ) -> Result<(Detection, Option<Reported>), SecurityError> {
+        let detection = self.detect(text);
+        if !detection.is_injection() {
+            return Ok((detection, None));
+        }
+        let kind = if detection.top_family() == Some("exfiltration") {
+            IncidentType::DataExfiltration
+        } else {
+            IncidentType::PromptInjection
+        };
+        let level = if detection.score >= 2.0 * self.config.threshold {
+            ThreatLevel::High
+        } else {
+            ThreatLevel::Medium
+        };
+        let rules: Vec<&str> = detection.matches.iter().map(|m| &*m.rule).take(8).collect();
+        let description = format!("score {:.2}; rules: {}", detection.score, rules.join(", "));
+        let reported = monitor
+            .report_incident(SecurityIncident::new(kind, level, source, description))
+            .await?;
+        Ok((detection, Some(reported)))
+    }
+
+    fn scan_windows(&self, text: &str, depth: u8) -> (f32, Vec<RuleMatch>) {
+        let cfg = &self.config;
+        let mut best = 0.0f32;
+        let mut all = Vec::new();
+        let mut start = 0usize;
+        loop {
+            let mut end = (start + cfg.window_bytes).min(text.len());
+            while !text.is_char_boundary(end) {
+                end -= 1;
+            }
+            let (score, matches) = self.scan_window(&text[start..end], start, depth);
+            best = best.max(score);
+            for m in matches {
+                if !all
+                    .iter()
+                    .any(|o: &RuleMatch| o.rule == m.rule && o.span == m.span)
+                {
+                    all.push(m);
+                }
+            }
+            if end >= text.len() {
+                break;
+            }
+            let mut next = end.saturating_sub(cfg.window_overlap).max(start + 1);
+            while !text.is_char_boundary(next) {
+                next += 1;
+            }
+            start = next;
+        }
+        (best, all)
+    }
+
+    fn scan_window(&self, window: &str, base: usize, depth: u8) -> (f32, Vec<RuleMatch>) {
+        let scan = self.compiled.scan(window);
+        let mut score = 0.0f32;
+        let mut matches = Vec::with_capacity(scan.matches.len());
+        // Positive weights are capped per family, so many paraphrases of one idea
+        // (or a quoted list of attack phrases) cannot outweigh the dampeners alone.
+        let mut family_totals: Vec<(&str, f32)> = Vec::new();
+        for m in &scan.matches {
+            let rule = &self.compiled.rules[m.rule];
+            if rule.weight > 0.0 {
+                let family: &str = &rule.family;
+                let slot = match family_totals.iter().position(|(f, _)| *f == family) {
+                    Some(i) => i,
+                    None => {
+                        family_totals.push((family, 0.0));
+                        family_totals.len() - 1
+                    }
+                };
+                let before = family_totals[slot].1;
+                let after = (before + rule.weight).min(self.config.family_cap);
+                family_totals[slot].1 = after;
+                score += after - before;
+            } else {
+                score += rule.weight;
+            }
+            matches.push(RuleMatch {
+                rule: Arc::clone(&rule.name),
+                family: Arc::clone(&rule.family),
+                weight: rule.weight,
+                span: base + m.start..base + m.end,
+                encoding: None,
+            });
+        }
+        let signals = scan.normalized.signals;
+        let whole = base..base + window.len();
+        let mut signal = |name: &str, weight: f32, on: bool| {
+            if on {
+                score += weight;
+                matches.push(RuleMatch {
+                    rule: name.into(),
+                    family: "unicode".into(),
+                    weight,
+                    span: whole.clone(),
+                    encoding: None,
+                });
+            }
+        };
+        signal(
+            "unicode.tag_characters",
+            TAG_CHARS_WEIGHT,
+            signals.tag_chars >= 4,
+        );
+        signal(
+            "unicode.bidi_controls",
+            BIDI_WEIGHT,
+            signals.bidi_controls >= 1,
+        );
+        signal(
+            "unicode.invisible_in_words",
+            INVISIBLE_WEIGHT,
+            signals.invisible_in_words >= 2,
+        );
+        signal(
+            "unicode.mixed_script_words",
+            MIXED_SCRIPT_WEIGHT,
+            signals.mixed_script_words >= 1,
+        );
+
+        if depth < self.config.max_decode_depth {
+            let blobs = decode::find_blobs(
+                window,
+                self.config.min_blob_len,
+                self.config.max_blob_len,
+                self.config.max_decoded_blobs,
+            );
+            for blob in blobs {
+                let (inner, inner_matches) = self.scan_windows(&blob.text, depth + 1);
+                if inner <= 0.0 {
+                    continue;
+                }
+                let span = base + blob.start..base + blob.end;
+                score += inner;
+                for m in inner_matches {
+                    matches.push(RuleMatch {
+                        span: span.clone(),
+                        encoding: Some(m.encoding.unwrap_or(blob.encoding)),
+                        ..m
+                    });
+                }
+                if inner >= 0.7 {
+                    score += ENCODED_PAYLOAD_BONUS;
+                    matches.push(RuleMatch {
+                        rule: "encoding.hidden_payload".into(),
+                        family: "encoding".into(),
+                        weight: ENCODED_PAYLOAD_BONUS,
+                        span,
+                        encoding: Some(blob.encoding),
+                    });
+                }
+            }
+        }
+        (score, matches)
+    }
+}
+
+fn default_detector_inner() -> &'static PromptInjectionDetector {
+    static DETECTOR: OnceLock<PromptInjectionDetector> = OnceLock::new();
+    DETECTOR.get_or_init(|| {
+        // The built-in rules are valid (unit-tested); an empty rule set is the
+        // inert fallback that keeps this path panic-free.
+        PromptInjectionDetector::new().unwrap_or_else(|_| PromptInjectionDetector {
+            config: DetectorConfig::default(),
+            compiled: Arc::new(Compiled::empty()),
+            classifier: None,
+        })
+    })
+}
+
+/// The shared detector behind [`detect`] and [`detect_prompt_injection`]
+/// (built-in rules, default configuration), compiled on first use. Clone it to
+/// add a classifier without compiling the rules again.
+pub fn default_detector() -> &'static PromptInjectionDetector {
+    default_detector_inner()
+}
+
+/// Score `text` with the built-in rules and default configuration.
+pub fn detect(text: &str) -> Detection {
+    default_detector().detect(text)
+}
+
+/// The guide's check: whether `text` is a prompt injection according to the
+/// built-in rules (`detect(text).verdict == Verdict::Injection`).
+pub fn detect_prompt_injection(text: &str) -> bool {
+    default_detector().is_injection(text)
+}
+
+/// The guide's original eight-substring check, kept as the baseline the
+/// detector is measured against. Do not use it to protect anything.
+pub fn naive_contains_injection(content: &str) -> bool {
+    const PATTERNS: [&str; 8] = [
+        "ignore previous instructions",
+        "disregard all",
+        "new instructions",
+        "system:",
+        "admin:",
+        "sudo",
+        "<!--",
+        "<script>",
+    ];
+    let lower = content.to_lowercase();
+    PATTERNS.iter().any(|p| lower.contains(p))
+}

@@ -1,0 +1,100 @@
+//! Recall and false-positive rate of the detector on the development corpus in
+//! `tests/data/`, next to the guide's eight-substring baseline.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::print_stdout)]
+
+use std::collections::BTreeMap;
+
+use agent_patterns_security::{default_detector, naive_contains_injection};
+
+struct Row {
+    text: String,
+    label: bool,
+    family: String,
+}
+
+fn load() -> Vec<Row> {
+    let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/data");
+    let mut rows = Vec::new();
+    let mut files: Vec<_> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "jsonl"))
+        .collect();
+    files.sort();
+    for path in files {
+        for line in std::fs::read_to_string(&path).unwrap().lines() {
+            if line.trim().is_empty() {
+                continue;
+            }
+            let v: serde_json::Value = serde_json::from_str(line).unwrap();
+            rows.push(Row {
+                text: v["text"].as_str().unwrap().to_owned(),
+                label: v["label"].as_i64().unwrap() == 1,
+                family: v["family"].as_str().unwrap().to_owned(),
+            });
+        }
+    }
+    rows
+}
+
+#[derive(Default)]
+struct Score {
+    tp: usize,
+    fp: usize,
+    pos: usize,
+    neg: usize,
+}
+
+impl Score {
+    fn add(&mut self, label: bool, predicted: bool) {
+        if label {
+            self.pos += 1;
+            self.tp += usize::from(predicted);
+        } else {
+            self.neg += 1;
+            self.fp += usize::from(predicted);
+        }
+    }
+    fn recall(&self) -> f64 {
+        self.tp as f64 / self.pos.max(1) as f64
+    }
+    fn fpr(&self) -> f64 {
+        self.fp as f64 / self.neg.max(1) as f64
+    }
+}
+
+#[test]
+fn detector_beats_the_eight_substring_baseline_on_the_dev_corpus() {
+    let rows = load();
+    let detector = default_detector();
+    let (mut ours, mut baseline) = (Score::default(), Score::default());
+    let mut by_family: BTreeMap<(bool, &str), (usize, usize)> = BTreeMap::new();
+    for row in &rows {
+        let predicted = detector.is_injection(&row.text);
+        ours.add(row.label, predicted);
+        baseline.add(row.label, naive_contains_injection(&row.text));
+        let entry = by_family
+            .entry((row.label, row.family.as_str()))
+            .or_default();
+        entry.0 += usize::from(predicted);
+        entry.1 += 1;
+    }
+    println!("family (label): flagged/total");
+    for ((label, family), (hit, total)) in &by_family {
+        println!("  {family} ({}): {hit}/{total}", u8::from(*label));
+    }
+    println!(
+        "detector: recall {:.3} fpr {:.3}; baseline: recall {:.3} fpr {:.3} ({} attacks, {} benign)",
+        ours.recall(),
+        ours.fpr(),
+        baseline.recall(),
+        baseline.fpr(),
+        ours.pos,
+        ours.neg
+    );
+    assert!(ours.pos >= 300 && ours.neg >= ours.pos, "corpus too small");
+    assert!(ours.recall() >= 0.9, "recall {:.3}", ours.recall());
+    assert!(ours.fpr() <= 0.02, "false-positive rate {:.3}", ours.fpr());
+    assert!(ours.recall() > baseline.recall() + 0.5);
+    assert!(ours.fpr() < baseline.fpr());
+}
