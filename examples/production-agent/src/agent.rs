@@ -6,9 +6,13 @@ use std::time::{Duration, Instant};
 
 use tracing::Instrument;
 
+use composable_rust_agent_patterns::audit::{AuditEvent, AuditEventType, AuditLogger};
 use composable_rust_agent_patterns::resilience::{
     Bulkhead, BulkheadConfig, CircuitBreaker, CircuitBreakerConfig, Pipeline, RateLimiter,
     RateLimiterConfig, RetryBudget, RetryPolicy, with_timeout,
+};
+use composable_rust_agent_patterns::security::{
+    IncidentType, SecurityIncident, SecurityMonitor, ThreatLevel,
 };
 use composable_rust_agent_patterns::tracing_support::ToolSpan;
 use composable_rust_agent_patterns::{
@@ -189,8 +193,13 @@ impl Reducer for AgentReducer {
             AgentAction::SendMessage { content } => {
                 // 1. Security first: a blocked message never reaches the model.
                 if let Some(reason) = (self.screen)(&content) {
-                    state.status = Status::Blocked(reason);
-                    return Self::audit(state, env, "security", "prompt_injection_blocked", false);
+                    state.status = Status::Blocked(reason.clone());
+                    let env = Arc::clone(env);
+                    let actor = state.user_id.clone().unwrap_or_default();
+                    // The incident is written to the audit log by the monitor.
+                    return Effects::fire_and_forget(async move {
+                        env.report_prompt_injection(&actor, &reason).await;
+                    });
                 }
                 // 2. State.
                 state.messages.push(Message::user(content));
@@ -317,9 +326,6 @@ impl LlmRoute {
     }
 }
 
-/// Where audit events go.
-pub type AuditSink = Arc<dyn Fn(&str, &str, &str, bool) + Send + Sync>;
-
 /// The production environment: every effect goes through it.
 pub struct ServerEnvironment {
     /// The primary LLM.
@@ -333,12 +339,19 @@ pub struct ServerEnvironment {
     /// Tool-call figures.
     pub metrics: Arc<AgentMetrics>,
     /// Audit destination.
-    pub audit: AuditSink,
+    pub audit: Arc<dyn AuditLogger>,
+    /// Where security incidents go.
+    pub security: Arc<SecurityMonitor>,
 }
 
 impl ServerEnvironment {
     /// Build from the configuration.
-    pub fn new(llm: &LlmConfig, agent: &AgentConfig, audit: AuditSink) -> Result<Self, AgentError> {
+    pub fn new(
+        llm: &LlmConfig,
+        agent: &AgentConfig,
+        audit: Arc<dyn AuditLogger>,
+        security: Arc<SecurityMonitor>,
+    ) -> Result<Self, AgentError> {
         let budget = Arc::new(RetryBudget::new(0.2, 5, Duration::from_secs(10))?);
         let primary = LlmRoute::new(&llm.provider, llm, Arc::clone(&budget))?;
         let fallback = match llm.fallback.as_str() {
@@ -359,6 +372,7 @@ impl ServerEnvironment {
             tool_timeout: agent.tool_timeout,
             metrics: Arc::new(AgentMetrics::new()),
             audit,
+            security,
         })
     }
 
@@ -427,7 +441,28 @@ impl AgentEnvironment for ServerEnvironment {
         action: &str,
         success: bool,
     ) -> Result<(), AgentError> {
-        (self.audit)(event_type, actor, action, success);
+        let event_type: AuditEventType = event_type.parse().map_err(|_| {
+            AgentError::InvalidInput(format!("unknown audit event type {event_type:?}"))
+        })?;
+        self.audit
+            .log(AuditEvent::new(event_type, actor, action, success))
+            .await?;
         Ok(())
+    }
+}
+
+impl ServerEnvironment {
+    /// Record a blocked prompt-injection attempt as a security incident (the
+    /// monitor also writes it to the audit log).
+    pub async fn report_prompt_injection(&self, actor: &str, reason: &str) {
+        let incident = SecurityIncident::new(
+            IncidentType::PromptInjection,
+            ThreatLevel::High,
+            actor,
+            reason,
+        );
+        if let Err(e) = self.security.report_incident(incident).await {
+            tracing::error!(error = %e, "security incident not recorded");
+        }
     }
 }

@@ -20,6 +20,14 @@ use crate::auth::{ApiKeys, Role, User};
 use crate::config::Config;
 use crate::conversations::Conversation;
 use crate::storage::Storage;
+use axum::extract::ConnectInfo;
+use composable_rust_agent_patterns::audit::{
+    AuditCursor, AuditEvent, AuditEventType, AuditLogger, AuditQuery, MAX_PAGE_SIZE,
+};
+use composable_rust_agent_patterns::security::{
+    BruteForceDetector, RateLimitAbuseDetector, SecurityMonitor,
+};
+use std::net::SocketAddr;
 
 /// Everything the handlers share.
 pub struct AppState {
@@ -35,6 +43,36 @@ pub struct AppState {
     pub env: Arc<ServerEnvironment>,
     /// The agent's decisions.
     pub reducer: Arc<AgentReducer>,
+    /// The audit trail.
+    pub audit: Arc<dyn AuditLogger>,
+    /// Security incidents.
+    pub security: Arc<SecurityMonitor>,
+    /// Failed authentications per source; blocks sources that keep failing.
+    pub brute_force: BruteForceDetector,
+    /// Sources that keep hitting the rate limit.
+    pub abuse: RateLimitAbuseDetector,
+}
+
+impl AppState {
+    /// Write an audit event; a failing audit store fails the request (503)
+    /// rather than letting an unaudited action through.
+    pub async fn audit(&self, event: AuditEvent) -> Result<(), ApiError> {
+        self.audit
+            .log(event)
+            .await
+            .map_err(|e| ApiError::from(AgentError::from(e)))
+    }
+}
+
+/// The client's address: the connection's peer, when known.
+fn source_ip(parts: &Parts) -> String {
+    parts
+        .extensions
+        .get::<ConnectInfo<SocketAddr>>()
+        .map_or_else(
+            || "unknown".to_owned(),
+            |ConnectInfo(addr)| addr.ip().to_string(),
+        )
 }
 
 /// An error answered as JSON: `{"error": {"code", "message"}}`, with the status
@@ -86,19 +124,54 @@ impl FromRequestParts<Arc<AppState>> for Caller {
         parts: &mut Parts,
         state: &Arc<AppState>,
     ) -> Result<Self, Self::Rejection> {
-        let presented = bearer(&parts.headers).ok_or_else(|| {
-            AgentError::Unauthorized("send an API key as `Authorization: Bearer <key>`".into())
-        })?;
-        let user = state
-            .keys
-            .authenticate(presented)
-            .ok_or_else(|| AgentError::Unauthorized("unknown API key".into()))?;
+        let source = source_ip(parts);
+        // A source that kept failing is blocked for a while, key or not.
+        if let Some(remaining) = state.brute_force.block_remaining(&source) {
+            return Err(ApiError {
+                error: AgentError::RateLimited,
+                retry_after: Some(remaining),
+            });
+        }
+        let Some(presented) = bearer(&parts.headers) else {
+            return Err(AgentError::Unauthorized(
+                "send an API key as `Authorization: Bearer <key>`".into(),
+            )
+            .into());
+        };
+        let Some(user) = state.keys.authenticate(presented) else {
+            if let Err(e) = state.brute_force.record_failure(&source, "api_key").await {
+                tracing::error!(error = %e, "brute-force detector failed");
+            }
+            state
+                .audit(
+                    AuditEvent::new(
+                        AuditEventType::Authentication,
+                        "anonymous",
+                        "api_key",
+                        false,
+                    )
+                    .with_source_ip(&source)
+                    .with_metadata("reason", "unknown key"),
+                )
+                .await?;
+            return Err(AgentError::Unauthorized("unknown API key".into()).into());
+        };
+        state.brute_force.record_success(&source, &user.id);
         if let Err(wait) = state.user_limiter.check_with_retry_after(&user.id, 1) {
+            if let Err(e) = state.abuse.record_rejection(&user.id).await {
+                tracing::error!(error = %e, "abuse detector failed");
+            }
             return Err(ApiError {
                 error: AgentError::RateLimited,
                 retry_after: wait,
             });
         }
+        state
+            .audit(
+                AuditEvent::new(AuditEventType::Authentication, &user.id, "api_key", true)
+                    .with_source_ip(&source),
+            )
+            .await?;
         Ok(Caller(user))
     }
 }
@@ -127,7 +200,20 @@ impl FromRequestParts<Arc<AppState>> for Admin {
         state: &Arc<AppState>,
     ) -> Result<Self, Self::Rejection> {
         let Caller(user) = Caller::from_request_parts(parts, state).await?;
-        if user.role != Role::Admin {
+        let allowed = user.role == Role::Admin;
+        state
+            .audit(
+                AuditEvent::new(
+                    AuditEventType::Authorization,
+                    &user.id,
+                    "admin_access",
+                    allowed,
+                )
+                .with_resource(parts.uri.path())
+                .with_source_ip(source_ip(parts)),
+            )
+            .await?;
+        if !allowed {
             return Err(AgentError::Forbidden("admin role required".into()).into());
         }
         Ok(Admin(user))
@@ -177,6 +263,8 @@ pub fn routes() -> Router<Arc<AppState>> {
         .route("/debug/rate_limiter", get(debug_rate_limiter))
         .route("/debug/circuit_breakers", get(debug_circuit_breakers))
         .route("/admin/circuit-breakers/{name}/reset", post(reset_breaker))
+        .route("/admin/security/dashboard", get(security_dashboard))
+        .route("/admin/audit", get(audit_query))
 }
 
 async fn create_conversation(
@@ -404,6 +492,80 @@ async fn reset_breaker(
         .find(|b| b.name() == name)
         .ok_or_else(|| AgentError::NotFound(format!("circuit breaker {name}")))?;
     breaker.force_reset().await;
-    (app.env.audit)("configuration", &admin.id, "reset_circuit_breaker", true);
+    app.audit(
+        AuditEvent::new(
+            AuditEventType::Configuration,
+            &admin.id,
+            "reset_circuit_breaker",
+            true,
+        )
+        .with_resource(format!("circuit_breaker:{name}")),
+    )
+    .await?;
     Ok(Json(json!({"name": name, "state": breaker.state()})).into_response())
+}
+
+async fn security_dashboard(
+    State(app): State<Arc<AppState>>,
+    Admin(_): Admin,
+) -> Result<Response, ApiError> {
+    let dashboard = app
+        .security
+        .get_dashboard()
+        .await
+        .map_err(AgentError::from)?;
+    Ok(Json(dashboard).into_response())
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct AuditParams {
+    actor: Option<String>,
+    event_type: Option<String>,
+    success: Option<bool>,
+    resource: Option<String>,
+    limit: Option<usize>,
+    cursor: Option<String>,
+}
+
+async fn audit_query(
+    State(app): State<Arc<AppState>>,
+    Admin(_): Admin,
+    Query(p): Query<AuditParams>,
+) -> Result<Response, ApiError> {
+    let event_type = match p.event_type {
+        Some(t) => Some(
+            t.parse::<AuditEventType>()
+                .map_err(|_| AgentError::InvalidInput(format!("unknown event_type {t:?}")))?,
+        ),
+        None => None,
+    };
+    let cursor = match p.cursor {
+        Some(c) => Some(
+            AuditCursor::decode(&c)
+                .map_err(|_| AgentError::InvalidInput("invalid cursor".into()))?,
+        ),
+        None => None,
+    };
+    let limit = p.limit.unwrap_or(100);
+    if !(1..=MAX_PAGE_SIZE).contains(&limit) {
+        return Err(AgentError::InvalidInput(format!(
+            "limit must be between 1 and {MAX_PAGE_SIZE}"
+        ))
+        .into());
+    }
+    let page = app
+        .audit
+        .query(AuditQuery {
+            actor: p.actor,
+            event_type,
+            success: p.success,
+            resource: p.resource,
+            limit,
+            cursor,
+            ..AuditQuery::default()
+        })
+        .await
+        .map_err(AgentError::from)?;
+    Ok(Json(page).into_response())
 }

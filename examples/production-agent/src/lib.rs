@@ -36,19 +36,28 @@ use axum::extract::DefaultBodyLimit;
 use axum::http::StatusCode;
 use axum::response::IntoResponse;
 use composable_rust_agent_patterns::AgentError;
+use composable_rust_agent_patterns::audit::{
+    AuditLogger, InMemoryAuditLogger, PostgresAuditLogger, TracingAuditLogger,
+};
 use composable_rust_agent_patterns::health::{
-    CheckOptions, ComponentHealth, FnHealthCheck, ReadinessGate, SystemHealthCheck, probe_routes,
+    CheckOptions, ComponentHealth, FnHealthCheck, PostgresHealthCheck, ReadinessGate,
+    SystemHealthCheck, probe_routes,
 };
 use composable_rust_agent_patterns::resilience::{
     CircuitState, KeyedRateLimiter, RateLimiterConfig,
 };
+use composable_rust_agent_patterns::security::{
+    BruteForceConfig, BruteForceDetector, RateLimitAbuseConfig, RateLimitAbuseDetector,
+    SecurityMonitor, detect,
+};
 use composable_rust_agent_patterns::shutdown::{
     ReadinessShutdownHandler, ServerHandle, ServerShutdownHandler, ShutdownCoordinator,
+    ShutdownHandler,
 };
 use composable_rust_agent_patterns::tracing_support::HttpTraceLayer;
 use tower::ServiceBuilder;
 
-use crate::agent::{AgentReducer, AuditSink, Screen, ServerEnvironment};
+use crate::agent::{AgentReducer, Screen, ServerEnvironment};
 use crate::auth::ApiKeys;
 use crate::config::Config;
 use crate::conversations::Conversations;
@@ -59,6 +68,7 @@ use crate::storage::Storage;
 pub struct App {
     state: Arc<AppState>,
     health: Arc<SystemHealthCheck>,
+    audit_store: Option<Arc<PostgresAuditLogger>>,
     /// The admin key generated at start when none was configured.
     pub generated_admin_key: Option<String>,
 }
@@ -70,11 +80,44 @@ impl App {
     pub async fn build(config: Config) -> Result<Self, AgentError> {
         let mut keys = ApiKeys::from_entries(&config.api_keys).map_err(AgentError::Config)?;
         let generated_admin_key = keys.is_empty().then(|| keys.generate_admin());
-        let audit: AuditSink = Arc::new(|event_type, actor, action, success| {
-            tracing::info!(target: "audit", event_type, actor, action, success, "audit event");
+        let storage = match &config.database_url {
+            Some(url) => Storage::postgres(url, config.database_max_connections).await?,
+            None => Storage::Memory(Conversations::new(config.agent.max_conversations)),
+        };
+        // The audit trail: Postgres (durable, group commit) next to the
+        // conversations, or bounded memory; every event also goes to the
+        // `audit` tracing target.
+        let audit_store = match storage.pool() {
+            Some(pool) => Some(Arc::new(
+                PostgresAuditLogger::from_pool(pool.clone()).await?,
+            )),
+            None => None,
+        };
+        let primary: Arc<dyn AuditLogger> = match &audit_store {
+            Some(store) => Arc::clone(store) as Arc<dyn AuditLogger>,
+            None => Arc::new(InMemoryAuditLogger::new()),
+        };
+        let audit: Arc<dyn AuditLogger> = Arc::new(TracingAuditLogger::new(primary));
+        let security = Arc::new(SecurityMonitor::new().with_audit_logger(Arc::clone(&audit)));
+        let brute_force = BruteForceDetector::new(BruteForceConfig::default())?
+            .with_monitor(Arc::clone(&security));
+        let abuse = RateLimitAbuseDetector::new(RateLimitAbuseConfig::default())?
+            .with_monitor(Arc::clone(&security));
+        let env = Arc::new(ServerEnvironment::new(
+            &config.llm,
+            &config.agent,
+            Arc::clone(&audit),
+            Arc::clone(&security),
+        )?);
+        let screen: Screen = Arc::new(|content: &str| {
+            let detection = detect(content);
+            detection.is_injection().then(|| {
+                format!(
+                    "the message looks like a prompt-injection attempt ({})",
+                    detection.top_family().unwrap_or("several signals")
+                )
+            })
         });
-        let env = Arc::new(ServerEnvironment::new(&config.llm, &config.agent, audit)?);
-        let screen: Screen = Arc::new(|_content: &str| None);
         let reducer = Arc::new(AgentReducer::new(config.agent.clone(), screen));
         let user_limiter = KeyedRateLimiter::new(
             "per_user",
@@ -84,22 +127,23 @@ impl App {
             },
             config.user_rate_limit.max_keys,
         )?;
-        let storage = match &config.database_url {
-            Some(url) => Storage::postgres(url, config.database_max_connections).await?,
-            None => Storage::Memory(Conversations::new(config.agent.max_conversations)),
-        };
         let state = Arc::new(AppState {
             storage,
+            audit,
+            security,
+            brute_force,
+            abuse,
             config,
             keys,
             user_limiter,
             env,
             reducer,
         });
-        let health = Arc::new(health_checks(&state.env));
+        let health = Arc::new(health_checks(&state));
         Ok(Self {
             state,
             health,
+            audit_store,
             generated_admin_key,
         })
     }
@@ -152,9 +196,16 @@ impl App {
             self.readiness_gate(),
         )));
         let api_handle = ServerHandle::new();
-        let api_task = tokio::spawn(api_handle.serve(
-            axum::serve(api, self.router()).with_graceful_shutdown(api_handle.stop_signal()),
-        ));
+        let api_task = tokio::spawn(
+            api_handle.serve(
+                axum::serve(
+                    api,
+                    self.router()
+                        .into_make_service_with_connect_info::<std::net::SocketAddr>(),
+                )
+                .with_graceful_shutdown(api_handle.stop_signal()),
+            ),
+        );
         shutdown.register(Arc::new(
             ServerShutdownHandler::new(api_handle).with_name("api_server"),
         ));
@@ -169,6 +220,10 @@ impl App {
             ));
             task
         });
+        if let Some(store) = &self.audit_store {
+            // Flushes queued audit events once the servers have stopped.
+            shutdown.register(Arc::clone(store) as Arc<dyn ShutdownHandler>);
+        }
         Running {
             api_task,
             extra_task,
@@ -225,9 +280,9 @@ impl Running {
 
 /// The readiness checks: the LLM path is non-critical (an open breaker makes
 /// the pod degraded, still ready: the fallback or a recovery may serve).
-fn health_checks(env: &Arc<ServerEnvironment>) -> SystemHealthCheck {
+fn health_checks(app: &AppState) -> SystemHealthCheck {
     let mut health = SystemHealthCheck::new();
-    let breakers = env.breakers();
+    let breakers = app.env.breakers();
     health.add_check_with(
         Arc::new(FnHealthCheck::new("llm", move || {
             let open: Vec<String> = breakers
@@ -245,6 +300,29 @@ fn health_checks(env: &Arc<ServerEnvironment>) -> SystemHealthCheck {
         })),
         CheckOptions::non_critical(),
     );
+    let audit = Arc::clone(&app.audit);
+    health.add_check_with(
+        Arc::new(FnHealthCheck::new("audit", move || {
+            let audit = Arc::clone(&audit);
+            async move {
+                let h = audit.health().await;
+                if h.healthy {
+                    ComponentHealth::healthy(format!("{} event(s) queued", h.queued))
+                } else {
+                    ComponentHealth::unhealthy(
+                        h.detail.unwrap_or_else(|| "audit store failing".into()),
+                    )
+                }
+            }
+        })),
+        CheckOptions::critical(),
+    );
+    if let Some(pool) = app.storage.pool() {
+        health.add_check_with(
+            Arc::new(PostgresHealthCheck::new(pool.clone()).with_name("database")),
+            CheckOptions::critical().with_startup(true),
+        );
+    }
     health
 }
 

@@ -14,8 +14,10 @@ use tokio::sync::OwnedMutexGuard;
 use crate::agent::{AgentState, Status};
 use crate::conversations::{Conversation, Conversations, Page, Summary};
 
-/// The embedded migrations (run at start).
-pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
+/// The conversations schema, applied at start. Every statement is idempotent
+/// (`IF NOT EXISTS`), so it is not recorded in sqlx's migration table, which
+/// the audit store's migrations own in the same database.
+pub const SCHEMA: &str = include_str!("../schema.sql");
 
 /// Conversation storage.
 #[derive(Debug)]
@@ -72,7 +74,7 @@ impl Locked {
 }
 
 impl Storage {
-    /// Connect to `url`, running the migrations.
+    /// Connect to `url` and apply the schema.
     pub async fn postgres(url: &str, max_connections: u32) -> Result<Self, AgentError> {
         let pool = PgPoolOptions::new()
             .max_connections(max_connections)
@@ -80,10 +82,10 @@ impl Storage {
             .connect(url)
             .await
             .map_err(db)?;
-        MIGRATOR
-            .run(&pool)
+        sqlx::raw_sql(SCHEMA)
+            .execute(&pool)
             .await
-            .map_err(|e| AgentError::Unavailable(format!("conversation store migrations: {e}")))?;
+            .map_err(|e| AgentError::Unavailable(format!("conversation store schema: {e}")))?;
         Ok(Self::Postgres(pool))
     }
 

@@ -2,27 +2,44 @@
 //! The agent reducer, step by step, with the core `TestStore`: every state
 //! change and every action the effects feed back is asserted.
 
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
+use composable_rust_agent_patterns::audit::{AuditEventType, AuditLogger, InMemoryAuditLogger};
+use composable_rust_agent_patterns::security::SecurityMonitor;
 use composable_rust_agent_patterns::{Message, TestStore};
 use production_agent::agent::{
-    AgentAction, AgentReducer, AgentState, AuditSink, Screen, ServerEnvironment, Status,
+    AgentAction, AgentReducer, AgentState, Screen, ServerEnvironment, Status,
 };
 use production_agent::config::{AgentConfig, LlmConfig};
 use production_agent::llm::Reply;
 
-fn environment(audit: Arc<Mutex<Vec<String>>>) -> Arc<ServerEnvironment> {
+fn environment(audit: Arc<InMemoryAuditLogger>) -> Arc<ServerEnvironment> {
     let llm = LlmConfig {
         provider: "offline".into(),
         ..LlmConfig::default()
     };
-    let sink: AuditSink = Arc::new(move |event_type, actor, action, success| {
-        audit
-            .lock()
-            .unwrap()
-            .push(format!("{event_type}:{actor}:{action}:{success}"));
-    });
-    Arc::new(ServerEnvironment::new(&llm, &AgentConfig::default(), sink).unwrap())
+    let monitor = Arc::new(SecurityMonitor::new().with_audit_logger(audit.clone()));
+    Arc::new(ServerEnvironment::new(&llm, &AgentConfig::default(), audit, monitor).unwrap())
+}
+
+async fn audited(audit: &InMemoryAuditLogger) -> Vec<String> {
+    let mut events: Vec<String> = audit
+        .get_recent_events(100)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|e| {
+            format!(
+                "{}:{}:{}:{}",
+                e.event_type.as_str(),
+                e.actor,
+                e.action,
+                e.success
+            )
+        })
+        .collect();
+    events.reverse();
+    events
 }
 
 fn reducer(screen: Screen) -> AgentReducer {
@@ -31,7 +48,7 @@ fn reducer(screen: Screen) -> AgentReducer {
 
 #[tokio::test]
 async fn a_message_runs_llm_then_tool_then_llm() {
-    let audit = Arc::new(Mutex::new(Vec::new()));
+    let audit = Arc::new(InMemoryAuditLogger::new());
     let state = AgentState::new("c1".into(), "alice".into(), "system prompt");
     let mut store = TestStore::new(
         state,
@@ -86,14 +103,14 @@ async fn a_message_runs_llm_then_tool_then_llm() {
         .await;
     store.finish().await;
     assert_eq!(
-        *audit.lock().unwrap(),
+        audited(&audit).await,
         ["llm_interaction:alice:send_message:true"]
     );
 }
 
 #[tokio::test]
 async fn a_blocked_message_never_reaches_the_model() {
-    let audit = Arc::new(Mutex::new(Vec::new()));
+    let audit = Arc::new(InMemoryAuditLogger::new());
     let state = AgentState::new("c1".into(), "mallory".into(), "system prompt");
     let screen: Screen = Arc::new(|text: &str| {
         text.contains("ignore")
@@ -111,8 +128,10 @@ async fn a_blocked_message_never_reaches_the_model() {
         )
         .await;
     store.finish().await;
-    assert_eq!(
-        *audit.lock().unwrap(),
-        ["security:mallory:prompt_injection_blocked:false"]
-    );
+    let events = audit
+        .get_events_by_type(AuditEventType::Security)
+        .await
+        .unwrap();
+    assert_eq!(events.len(), 1);
+    assert_eq!(events[0].actor, "mallory");
 }

@@ -1,4 +1,5 @@
 -- Conversations of the agent server, so any replica can serve any conversation.
+-- Applied at start; every statement is idempotent.
 CREATE TABLE IF NOT EXISTS agent_conversations (
     seq         BIGSERIAL   NOT NULL UNIQUE,
     id          TEXT        PRIMARY KEY,
