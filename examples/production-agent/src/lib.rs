@@ -168,6 +168,7 @@ impl App {
             .layer(axum::middleware::from_fn(count_requests))
             .layer(
                 ServiceBuilder::new()
+                    .layer(axum::middleware::from_fn(error_trace_id))
                     .layer(HttpTraceLayer::new())
                     .layer(DefaultBodyLimit::max(limits.max_body_bytes))
                     .layer(tower::limit::GlobalConcurrencyLimitLayer::new(
@@ -352,4 +353,38 @@ pub fn describe_metrics() {
     );
     metrics::counter!("agent_requests_total").increment(0);
     metrics::counter!("agent_requests_failed_total").increment(0);
+}
+
+/// Put the request's trace id (set by the trace layer as `x-trace-id`) into
+/// JSON error bodies, so a user's bug report leads straight to the trace.
+async fn error_trace_id(
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    let response = next.run(request).await;
+    let status = response.status();
+    if !(status.is_client_error() || status.is_server_error()) {
+        return response;
+    }
+    let Some(trace_id) = response
+        .headers()
+        .get(composable_rust_agent_patterns::tracing_support::TRACE_ID_HEADER)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned)
+    else {
+        return response;
+    };
+    let (mut parts, body) = response.into_parts();
+    let Ok(bytes) = axum::body::to_bytes(body, 64 * 1024).await else {
+        return (parts.status, "error body too large").into_response();
+    };
+    let body = match serde_json::from_slice::<serde_json::Value>(&bytes) {
+        Ok(mut value) if value.get("error").is_some_and(serde_json::Value::is_object) => {
+            value["error"]["trace_id"] = serde_json::Value::String(trace_id);
+            parts.headers.remove(axum::http::header::CONTENT_LENGTH);
+            axum::body::Body::from(value.to_string())
+        }
+        _ => axum::body::Body::from(bytes),
+    };
+    axum::response::Response::from_parts(parts, body)
 }

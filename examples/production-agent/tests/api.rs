@@ -320,6 +320,12 @@ async fn the_per_user_limit_answers_429_with_retry_after(mode: Mode) {
     assert_eq!(status, StatusCode::TOO_MANY_REQUESTS);
     assert_eq!(body["error"]["code"], "rate_limited");
     assert_eq!(headers["retry-after"], "2");
+    // The error names the request's trace, as the response header does.
+    assert_eq!(
+        body["error"]["trace_id"],
+        headers["x-trace-id"].to_str().unwrap()
+    );
+    assert_eq!(body["error"]["trace_id"].as_str().unwrap().len(), 32);
     // Bob has his own bucket.
     let (status, _, _) = server
         .call(reqwest::Method::GET, "/v1/conversations", Some(BOB), None)
@@ -724,4 +730,39 @@ async fn authentication_and_admin_actions_are_audited(mode: Mode) {
         )
         .await;
     assert_eq!(status, StatusCode::BAD_REQUEST);
+}
+
+async fn fake_openai(Json(body): Json<Value>) -> Json<Value> {
+    let last = body["messages"]
+        .as_array()
+        .and_then(|m| m.last())
+        .cloned()
+        .unwrap_or_default();
+    let content = last["content"].as_str().unwrap_or_default().to_owned();
+    let message = if let Some(result) = content.strip_prefix("Tool result: ") {
+        json!({"role": "assistant", "content": format!("It is {result}")})
+    } else {
+        json!({"role": "assistant", "content": null, "tool_calls": [
+            {"id": "c1", "type": "function", "function": {"name": "calculator", "arguments": "{\"expression\": \"3*3\"}"}}
+        ]})
+    };
+    Json(
+        json!({"model": "local-model", "choices": [{"message": message}], "usage": {"prompt_tokens": 10, "completion_tokens": 5}}),
+    )
+}
+
+both!(the_openai_compatible_provider_drives_a_tool_call);
+async fn the_openai_compatible_provider_drives_a_tool_call(mode: Mode) {
+    let router = axum::Router::new().route("/v1/chat/completions", post(fake_openai));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, router).await });
+    let mut c = config(mode).await;
+    c.llm.provider = "openai".into();
+    c.llm.base_url = format!("http://{addr}/v1");
+    let server = start(c).await;
+    let id = server.conversation(ALICE).await;
+    let (status, body) = server.say(ALICE, &id, "nine?").await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body["reply"], "It is 9");
 }
