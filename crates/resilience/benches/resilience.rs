@@ -150,9 +150,10 @@ fn keyed(c: &mut Criterion) {
     }
     let after = resident_kib();
     eprintln!(
-        "keyed limiter: {KEYS} keys, resident memory {} KiB, about {} bytes per key",
+        "keyed limiter: {KEYS} keys; table {} bytes ({} bytes per key); resident memory grew {} KiB",
+        keyed.memory_bytes(),
+        keyed.memory_bytes() as u64 / KEYS,
         after.saturating_sub(before),
-        after.saturating_sub(before) * 1024 / KEYS
     );
     let mut g = c.benchmark_group("keyed_limiter_100k");
     let gov = governor::RateLimiter::hashmap(governor::Quota::per_second(

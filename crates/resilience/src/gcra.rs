@@ -177,6 +177,11 @@ impl State {
     /// Decide a request for `n ≥ 1` tokens.
     #[inline]
     pub(crate) fn decide(&self, cell: &ParamsCell, clock: &dyn Clock, n: u64) -> Decision {
+        // Read the clock at most once per decision: a retry after a lost
+        // compare-and-swap reuses it, so contention does not multiply clock
+        // reads. (The retry happens nanoseconds later; charging at the earlier
+        // reading is off by that much time at most.)
+        let mut clock_reading = None;
         self.update(cell, |tat, c, p| {
             let Some(need) = n.checked_mul(p.t).filter(|need| *need <= p.tau) else {
                 return Step::Done(Decision::Impossible);
@@ -192,7 +197,7 @@ impl State {
                     };
                 }
             }
-            let now = clock.now_nanos();
+            let now = *clock_reading.get_or_insert_with(|| clock.now_nanos());
             let new_tat = tat.max(now).saturating_add(c * p.t).saturating_add(need);
             let limit = now.saturating_add(p.tau);
             if new_tat > limit {

@@ -119,6 +119,23 @@ impl<K: Hash + Eq + Clone> KeyedRateLimiter<K> {
         self.max_keys
     }
 
+    /// Approximate bytes the key table occupies: slots allocated × (key +
+    /// bucket state + table overhead). Heap memory owned by the keys
+    /// themselves (a `String`'s text) comes on top.
+    pub fn memory_bytes(&self) -> usize {
+        let per_slot = std::mem::size_of::<K>() + std::mem::size_of::<State>() + 1;
+        self.shards
+            .iter()
+            .map(|shard| {
+                shard
+                    .read()
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .capacity()
+                    * per_slot
+            })
+            .sum()
+    }
+
     fn shard(&self, key: &K) -> &RwLock<HashMap<K, State>> {
         let index = (self.hasher.hash_one(key) as usize) % SHARDS;
         &self.shards[index]
