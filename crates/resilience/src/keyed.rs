@@ -164,32 +164,11 @@ impl<K: Hash + Eq + Clone> KeyedRateLimiter<K> {
             map.get(key)
                 .map(|state| state.decide(&self.params, &*self.clock, n))
         };
-        let decision = match decision {
-            Some(d) => d,
-            None => match self.insert_and_decide(shard, key, n) {
-                Some(d) => d,
-                None => {
-                    self.metrics.requests.increment(1);
-                    self.metrics.rejected.increment(1);
-                    return Err(None);
-                }
-            },
-        };
-        match decision {
-            Decision::Allowed { settled } => {
-                if settled > 0 {
-                    self.metrics.requests.increment(settled);
-                }
-                Ok(())
-            }
-            Decision::Denied { wait_ns } => {
-                self.metrics.requests.increment(1);
-                self.metrics.rejected.increment(1);
-                Err(Some(Duration::from_nanos(wait_ns)))
-            }
-            Decision::Impossible => {
-                self.metrics.requests.increment(1);
-                self.metrics.rejected.increment(1);
+        match decision.or_else(|| self.insert_and_decide(shard, key, n)) {
+            Some(decision) => self.metrics.account(decision),
+            None => {
+                // The table is full of keys that still owe tokens.
+                self.metrics.reject();
                 Err(None)
             }
         }

@@ -160,6 +160,24 @@ where
 
 // ── rate limit ──────────────────────────────────────────────────────────────
 
+/// Call the inner service if the limiter admitted the request, else refuse.
+fn limited<F>(
+    verdict: Result<(), Option<Duration>>,
+    limiter: &str,
+    call: impl FnOnce() -> F,
+) -> Guarded<F> {
+    match verdict {
+        Ok(()) => Guarded::Inner { future: call() },
+        Err(wait) => Guarded::Refused {
+            error: Some(ResilienceError::refused(
+                ErrorKind::RateLimited,
+                wait,
+                format!("rate limiter '{limiter}' refused the request"),
+            )),
+        },
+    }
+}
+
 /// Applies a shared [`RateLimiter`]: one token per request.
 #[derive(Debug, Clone)]
 pub struct RateLimitLayer {
@@ -204,18 +222,8 @@ where
     }
 
     fn call(&mut self, req: Req) -> Self::Future {
-        match self.limiter.check_with_retry_after(1) {
-            Ok(()) => Guarded::Inner {
-                future: self.inner.call(req),
-            },
-            Err(wait) => Guarded::Refused {
-                error: Some(ResilienceError::refused(
-                    ErrorKind::RateLimited,
-                    wait,
-                    format!("rate limiter '{}' refused the request", self.limiter.name()),
-                )),
-            },
-        }
+        let verdict = self.limiter.check_with_retry_after(1);
+        limited(verdict, self.limiter.name(), || self.inner.call(req))
     }
 }
 
@@ -304,18 +312,7 @@ where
             Some(key) => self.limiter.check_with_retry_after(&key, 1),
             None => Ok(()),
         };
-        match verdict {
-            Ok(()) => Guarded::Inner {
-                future: self.inner.call(req),
-            },
-            Err(wait) => Guarded::Refused {
-                error: Some(ResilienceError::refused(
-                    ErrorKind::RateLimited,
-                    wait,
-                    format!("rate limiter '{}' refused the request", self.limiter.name()),
-                )),
-            },
-        }
+        limited(verdict, self.limiter.name(), || self.inner.call(req))
     }
 }
 

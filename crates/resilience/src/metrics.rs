@@ -7,7 +7,10 @@
 
 use metrics::{Counter, Gauge, counter, gauge};
 
+use std::time::Duration;
+
 use crate::circuit_breaker::CircuitState;
+use crate::gcra::Decision;
 
 /// `circuit_breaker_state{name,state}`: 1 for the breaker's current state, 0 for the others.
 pub const CIRCUIT_BREAKER_STATE: &str = "circuit_breaker_state";
@@ -91,6 +94,37 @@ pub(crate) struct LimiterMetrics {
 }
 
 impl LimiterMetrics {
+    /// Count a decision and turn it into the limiter's answer: `Ok`, or the
+    /// wait until the tokens are available (`None`: never).
+    ///
+    /// Tokens admitted without a clock read are counted when they are
+    /// settled, so `rate_limiter_requests_total` lags by at most the settle
+    /// interval.
+    #[inline]
+    pub(crate) fn account(&self, decision: Decision) -> Result<(), Option<Duration>> {
+        match decision {
+            Decision::Allowed { settled } => {
+                if settled > 0 {
+                    self.requests.increment(settled);
+                }
+                Ok(())
+            }
+            Decision::Denied { wait_ns } => {
+                self.reject();
+                Err(Some(Duration::from_nanos(wait_ns)))
+            }
+            Decision::Impossible => {
+                self.reject();
+                Err(None)
+            }
+        }
+    }
+
+    pub(crate) fn reject(&self) {
+        self.requests.increment(1);
+        self.rejected.increment(1);
+    }
+
     pub(crate) fn new(name: &str) -> Self {
         let requests = counter!(RATE_LIMITER_REQUESTS_TOTAL, "name" => name.to_owned());
         let rejected = counter!(RATE_LIMITER_REJECTED_TOTAL, "name" => name.to_owned());

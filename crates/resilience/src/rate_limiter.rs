@@ -377,48 +377,19 @@ impl RateLimiter {
     /// [`try_acquire`](Self::try_acquire) without `async`, for synchronous code.
     #[inline]
     pub fn check(&self, n: u64) -> Result<(), RateLimiterError> {
-        if n == 0 {
-            return Ok(());
-        }
-        match self.state.decide(&self.params, &*self.clock, n) {
-            Decision::Allowed { settled } => {
-                if settled > 0 {
-                    self.metrics.requests.increment(settled);
-                }
-                Ok(())
-            }
-            Decision::Denied { .. } | Decision::Impossible => {
-                self.metrics.requests.increment(1);
-                self.metrics.rejected.increment(1);
-                Err(RateLimiterError::RateLimitExceeded)
-            }
-        }
+        self.check_with_retry_after(n)
+            .map_err(|_| RateLimiterError::RateLimitExceeded)
     }
 
     /// Like [`check`](Self::check), but a refusal says how long until the
     /// tokens are available (`None`: never, `n` exceeds the capacity).
+    #[inline]
     pub fn check_with_retry_after(&self, n: u64) -> Result<(), Option<Duration>> {
         if n == 0 {
             return Ok(());
         }
-        match self.state.decide(&self.params, &*self.clock, n) {
-            Decision::Allowed { settled } => {
-                if settled > 0 {
-                    self.metrics.requests.increment(settled);
-                }
-                Ok(())
-            }
-            Decision::Denied { wait_ns } => {
-                self.metrics.requests.increment(1);
-                self.metrics.rejected.increment(1);
-                Err(Some(Duration::from_nanos(wait_ns)))
-            }
-            Decision::Impossible => {
-                self.metrics.requests.increment(1);
-                self.metrics.rejected.increment(1);
-                Err(None)
-            }
-        }
+        self.metrics
+            .account(self.state.decide(&self.params, &*self.clock, n))
     }
 
     /// Take `n` tokens, waiting for them if they will be available within
