@@ -129,6 +129,7 @@ fn main() {
             api_keys: vec![format!("bench:user:{KEY}")],
             ..Config::default()
         };
+        config.llm.provider = "offline".into();
         config.user_rate_limit.capacity = 1_000_000_000;
         config.user_rate_limit.refill_rate = 1e9;
         config.llm.burst = 1_000_000_000;

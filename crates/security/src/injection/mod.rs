@@ -10,7 +10,7 @@
 //!
 //! 1. It is cut into windows of `window_bytes` (overlapping by `window_overlap`)
 //!    so memory stays bounded; the text's score is the highest window score.
-//! 2. Each window is normalised ([`normalize`]) and scanned: every rule whose
+//! 2. Each window is normalised ([`normalize()`]) and scanned: every rule whose
 //!    phrase sequence occurs adds its weight once. Evidence of smuggling seen by
 //!    the normaliser (tag characters, bidi controls, invisible characters inside
 //!    words, mixed-script words) adds fixed weights.
