@@ -1,6 +1,6 @@
 //! `production-agent`: run the agent server.
 
-#![allow(clippy::print_stderr)]
+#![allow(clippy::print_stderr, clippy::print_stdout)]
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -28,7 +28,8 @@ use production_agent::config::Config;
 ///   OPENAI_BASE_URL, OPENAI_API_KEY   use an OpenAI-compatible endpoint
 ///   AGENT_LLM_PROVIDER    offline | anthropic | openai
 ///   AGENT_LLM_MODEL, AGENT_LLM_BASE_URL, AGENT_LLM_FALLBACK
-///   DATABASE_URL          keep conversations in PostgreSQL (migrations run at start)
+///   DATABASE_URL          keep conversations and the audit log in PostgreSQL
+///                         (schema and migrations applied at start)
 ///   AGENT_JSON_LOGS       1 for JSON log lines
 ///   RUST_LOG              log filter (default info)
 ///   OTEL_EXPORTER_OTLP_ENDPOINT   export traces over OTLP (other OTEL_* honoured)
@@ -38,7 +39,7 @@ struct Args {
     /// TOML configuration file (every field optional; unknown fields are errors).
     #[arg(long, value_name = "FILE")]
     config: Option<PathBuf>,
-    /// Print the effective configuration as TOML and exit.
+    /// Print the effective configuration as TOML (a template for --config) and exit.
     #[arg(long)]
     print_config: bool,
 }
@@ -59,7 +60,7 @@ async fn main() -> ExitCode {
             ..config
         }) {
             Ok(text) => {
-                eprintln!("{text}");
+                println!("{text}");
                 return ExitCode::SUCCESS;
             }
             Err(e) => {
