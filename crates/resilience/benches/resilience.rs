@@ -99,6 +99,9 @@ fn groups(c: &mut Criterion, suffix: &str) {
             black_box(allowed)
         })
     });
+    g.bench_function("ours_permit_success", |b| {
+        b.iter(|| black_box(breaker.acquire_permission().map(CallPermit::success)))
+    });
     g.bench_function("ours_call", |b| {
         b.iter(|| black_box(breaker.call(async { Ok::<u8, ()>(1) }).now_or_never()))
     });
