@@ -26,6 +26,10 @@ use production_agent::App;
 use production_agent::config::Config;
 use serde_json::{Value, json};
 
+/// The server binary's allocator, so both servers are measured as shipped.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 const KEY: &str = "bench-user-key-1";
 
 fn env_or(name: &str, default: u64) -> u64 {
