@@ -140,6 +140,7 @@ pub struct BulkheadPermit<'a> {
 }
 
 impl Drop for BulkheadPermit<'_> {
+    #[inline]
     fn drop(&mut self) {
         self.bulkhead.metrics.active.decrement(1.0);
         if let Some(permit) = self.permit.take()
@@ -248,12 +249,14 @@ impl Bulkhead {
     }
 
     /// Run `operation` in a slot, waiting up to the acquire timeout for one.
+    #[inline]
     pub async fn execute<F: Future>(&self, operation: F) -> Result<F::Output, BulkheadError> {
         let _permit = self.acquire().await?;
         Ok(operation.await)
     }
 
     /// Take a slot, waiting up to the acquire timeout.
+    #[inline]
     pub async fn acquire(&self) -> Result<BulkheadPermit<'_>, BulkheadError> {
         let permit = match self.semaphore.try_acquire() {
             Ok(permit) => permit,

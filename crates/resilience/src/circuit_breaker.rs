@@ -391,6 +391,7 @@ pub struct CallPermit<'a> {
 
 impl CallPermit<'_> {
     /// The call succeeded.
+    #[inline]
     pub fn success(self) {
         self.record(true);
     }
@@ -402,6 +403,7 @@ impl CallPermit<'_> {
 
     /// Report the outcome; the call's duration (for slow-call detection) is
     /// measured from when the permit was granted.
+    #[inline]
     pub fn record(mut self, success: bool) {
         self.done = true;
         let duration = self.breaker.elapsed_since(self.started);
@@ -411,6 +413,7 @@ impl CallPermit<'_> {
 }
 
 impl Drop for CallPermit<'_> {
+    #[inline]
     fn drop(&mut self) {
         if !self.done && self.trial {
             self.breaker.release_trial(self.generation);
@@ -432,6 +435,7 @@ pub struct OwnedCallPermit {
 
 impl OwnedCallPermit {
     /// Report the outcome (see [`CallPermit::record`]).
+    #[inline]
     pub fn record(mut self, success: bool) {
         self.done = true;
         let duration = self.breaker.elapsed_since(self.started);
@@ -441,10 +445,58 @@ impl OwnedCallPermit {
 }
 
 impl Drop for OwnedCallPermit {
+    #[inline]
     fn drop(&mut self) {
         if !self.done && self.trial {
             self.breaker.release_trial(self.generation);
         }
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// The future of [`CircuitBreaker::call`]: the call's result, or
+    /// [`CallError::Open`] when the breaker refused it.
+    #[must_use = "futures do nothing unless awaited"]
+    pub struct CallFuture<'a, F, C> {
+        #[pin]
+        inner: F,
+        permit: Option<Result<CallPermit<'a>, CircuitBreakerError>>,
+        is_success: Option<C>,
+    }
+}
+
+impl<T, E, F, C> Future for CallFuture<'_, F, C>
+where
+    F: Future<Output = Result<T, E>>,
+    C: FnOnce(&Result<T, E>) -> bool,
+{
+    type Output = Result<T, CallError<E>>;
+
+    #[inline]
+    fn poll(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Self::Output> {
+        let this = self.project();
+        match this.permit {
+            Some(Err(_)) => {
+                if let Some(Err(open)) = this.permit.take() {
+                    return std::task::Poll::Ready(Err(CallError::Open(open)));
+                }
+            }
+            None => {
+                return std::task::Poll::Ready(Err(CallError::Open(CircuitBreakerError {
+                    name: String::new(),
+                    retry_after: Duration::ZERO,
+                })));
+            }
+            Some(Ok(_)) => {}
+        }
+        let result = std::task::ready!(this.inner.poll(cx));
+        if let (Some(Ok(permit)), Some(is_success)) = (this.permit.take(), this.is_success.take()) {
+            permit.record(is_success(&result));
+        }
+        std::task::Poll::Ready(result.map_err(CallError::Failed))
     }
 }
 
@@ -658,6 +710,7 @@ impl CircuitBreaker {
 
     /// Like [`allow_request`](Self::allow_request), but returns a permit that
     /// records the outcome itself and frees its trial slot if dropped unused.
+    #[inline]
     pub fn acquire_permission(&self) -> Result<CallPermit<'_>, CircuitBreakerError> {
         let (generation, trial) = self.permit()?;
         Ok(CallPermit {
@@ -684,30 +737,32 @@ impl CircuitBreaker {
 
     /// Run `call` through the breaker: refused at once when open, otherwise
     /// its `Ok`/`Err` is recorded as success/failure.
-    pub async fn call<T, E, F>(&self, call: F) -> Result<T, CallError<E>>
+    #[inline]
+    pub fn call<T, E, F>(&self, call: F) -> CallFuture<'_, F, impl FnOnce(&Result<T, E>) -> bool>
     where
         F: Future<Output = Result<T, E>>,
     {
-        self.call_classified(call, |r: &Result<T, E>| r.is_ok())
-            .await
+        self.call_classified(call, |result: &Result<T, E>| result.is_ok())
     }
 
     /// Run `call` through the breaker, with `is_success` deciding which
     /// outcomes count as successes (e.g. a client error is not the
     /// dependency's fault).
-    pub async fn call_classified<T, E, F, C>(
-        &self,
-        call: F,
-        is_success: C,
-    ) -> Result<T, CallError<E>>
+    ///
+    /// Permission is asked when this is called; the returned future then
+    /// runs `call` (or fails at once when refused) and records the outcome.
+    /// Dropping the future unfinished frees a half-open trial slot.
+    #[inline]
+    pub fn call_classified<T, E, F, C>(&self, call: F, is_success: C) -> CallFuture<'_, F, C>
     where
         F: Future<Output = Result<T, E>>,
         C: FnOnce(&Result<T, E>) -> bool,
     {
-        let permit = self.acquire_permission().map_err(CallError::Open)?;
-        let result = call.await;
-        permit.record(is_success(&result));
-        result.map_err(CallError::Failed)
+        CallFuture {
+            inner: call,
+            permit: Some(self.acquire_permission()),
+            is_success: Some(is_success),
+        }
     }
 
     /// Record a successful call.
@@ -933,11 +988,13 @@ impl CircuitBreaker {
     }
 
     /// Whether outcomes need their duration (slow-call detection is on).
+    #[inline]
     fn times_calls(&self) -> bool {
         matches!(&self.detection, FailureDetection::SlidingWindow(w) if w.slow_call_rate_threshold <= 1.0)
     }
 
     /// A permit's start time; the clock is read only when durations matter.
+    #[inline]
     fn started_at(&self) -> u64 {
         if self.times_calls() {
             self.clock.now_nanos()
@@ -946,6 +1003,7 @@ impl CircuitBreaker {
         }
     }
 
+    #[inline]
     fn elapsed_since(&self, started: u64) -> Option<Duration> {
         self.times_calls()
             .then(|| Duration::from_nanos(self.clock.now_nanos().saturating_sub(started)))
@@ -985,6 +1043,7 @@ impl CircuitBreaker {
 
     /// Apply an outcome. `generation` is the permit's (None: the guide's
     /// allow/record pair, which cannot say which state admitted the call).
+    #[inline]
     fn outcome(
         &self,
         success: bool,

@@ -79,7 +79,7 @@ pub use bulkhead::{
     OwnedBulkheadPermit,
 };
 pub use circuit_breaker::{
-    BreakerMode, CallError, CallPermit, CircuitBreaker, CircuitBreakerBuilder,
+    BreakerMode, CallError, CallFuture, CallPermit, CircuitBreaker, CircuitBreakerBuilder,
     CircuitBreakerConfig, CircuitBreakerError, CircuitBreakerMetrics, CircuitState,
     FailureDetection, OwnedCallPermit, SlidingWindow, StateTransition, WindowKind,
 };
