@@ -98,3 +98,38 @@ fn detector_beats_the_eight_substring_baseline_on_the_dev_corpus() {
     assert!(ours.recall() > baseline.recall() + 0.5);
     assert!(ours.fpr() < baseline.fpr());
 }
+
+/// The fifth hold-out round (`*_holdout5.jsonl`): tricky benign prompts and
+/// fresh attacks written before any rule was tuned on them. Pins the issue's
+/// goals (recall at least 0.6, false-positive rate at most 3 %) on that file
+/// and that the detector beats the baseline there too.
+#[test]
+fn detector_meets_the_goals_on_the_fifth_holdout_round() {
+    let rows: Vec<Row> = load()
+        .into_iter()
+        .filter(|r| r.family.starts_with("holdout5_"))
+        .collect();
+    let detector = default_detector();
+    let (mut ours, mut baseline) = (Score::default(), Score::default());
+    for row in &rows {
+        ours.add(row.label, detector.is_injection(&row.text));
+        baseline.add(row.label, naive_contains_injection(&row.text));
+    }
+    println!(
+        "holdout5 detector: recall {:.3} fpr {:.3}; baseline: recall {:.3} fpr {:.3} ({} attacks, {} benign)",
+        ours.recall(),
+        ours.fpr(),
+        baseline.recall(),
+        baseline.fpr(),
+        ours.pos,
+        ours.neg
+    );
+    assert!(
+        ours.pos >= 80 && ours.neg >= 150,
+        "hold-out round too small"
+    );
+    assert!(ours.recall() >= 0.6, "recall {:.3}", ours.recall());
+    assert!(ours.fpr() <= 0.03, "false-positive rate {:.3}", ours.fpr());
+    assert!(ours.recall() > baseline.recall());
+    assert!(ours.fpr() <= baseline.fpr());
+}

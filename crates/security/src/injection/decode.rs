@@ -137,10 +137,13 @@ pub(crate) fn find_blobs(
             while i < bytes.len() && is_blob_byte(bytes[i]) {
                 i += 1;
             }
-            // Only lengths that can take part in a blob are kept: hex pairs
-            // (`69`, `\x69`, `0x69`), binary bytes, and long runs.
+            // Only tokens that can take part in a blob are kept: hex pairs
+            // (`69`, `\x69`, `0x69`), binary bytes, and long runs. A dropped
+            // token cannot start or join a group, and a group never spans it
+            // (its bytes are not separators), so dropping it changes nothing.
             let len = i - start;
-            if len == 2 || len == 4 || len == 8 || len >= min_len {
+            let token = &bytes[start..i];
+            if len >= min_len || is_hex_pair(token) || is_binary_byte(token) {
                 tokens.push((start, i));
             }
         } else {
@@ -256,6 +259,18 @@ mod tests {
             decoded("%69%67%6E%6F%72%65 this"),
             vec![(Encoding::Url, "ignore".into())]
         );
+    }
+
+    #[test]
+    fn ordinary_words_neither_join_nor_split_hex_groups() {
+        assert_eq!(
+            decoded("word 69 67 6e 6f 72 65 20 69 74 and more"),
+            vec![(Encoding::Hex, "ignore it".into())]
+        );
+        // A word between the pairs ends the group, even though the word itself
+        // is never kept as a token: neither side has eight pairs.
+        assert!(decoded("69 67 6e 6f zz 72 65 20 69 74").is_empty());
+        assert!(decoded("69 67 6e 6f with 72 65 20 69").is_empty());
     }
 
     #[test]

@@ -238,73 +238,102 @@ pub fn normalize(input: &str) -> Normalized {
     normalize_unicode(input)
 }
 
+/// Byte classes of the ASCII fast path: 0 separator, 1 letter, 2 digit.
+const ASCII_CLASS: [u8; 256] = {
+    let mut t = [0u8; 256];
+    let mut b = 0;
+    while b < 256 {
+        let c = b as u8;
+        t[b] = if c.is_ascii_alphabetic() {
+            1
+        } else if c.is_ascii_digit() {
+            2
+        } else {
+            0
+        };
+        b += 1;
+    }
+    t
+};
+
+/// Emit the pending single letters of the ASCII fast path: three or more join
+/// into one word, fewer stay separate words.
+fn flush_ascii_singles(
+    singles: &mut Vec<(u8, u32)>,
+    text: &mut Vec<u8>,
+    offsets: &mut Vec<u32>,
+    signals: &mut Signals,
+) {
+    if singles.is_empty() {
+        return;
+    }
+    if singles.len() >= 3 {
+        signals.joined_letters += singles.len();
+        if !text.is_empty() {
+            text.push(b' ');
+            offsets.push(singles[0].1);
+        }
+        for &(c, o) in singles.iter() {
+            text.push(c);
+            offsets.push(o);
+        }
+    } else {
+        for &(c, o) in singles.iter() {
+            if !text.is_empty() {
+                text.push(b' ');
+                offsets.push(o);
+            }
+            text.push(c);
+            offsets.push(o);
+        }
+    }
+    singles.clear();
+}
+
 /// The same transformation as [`normalize_unicode`] restricted to ASCII input,
-/// without per-character decoding: the common case, kept fast.
+/// without per-character decoding: the common case, kept fast (one table
+/// lookup per byte, output buffers sized once).
 fn normalize_ascii(bytes: &[u8]) -> Normalized {
-    let mut text: Vec<u8> = Vec::with_capacity(bytes.len());
-    let mut offsets: Vec<u32> = Vec::with_capacity(bytes.len());
+    let n = bytes.len();
+    let mut text: Vec<u8> = Vec::with_capacity(n);
+    let mut offsets: Vec<u32> = Vec::with_capacity(n);
     let mut signals = Signals::default();
     let mut singles: Vec<(u8, u32)> = Vec::new();
     let at = |i: usize| u32::try_from(i).unwrap_or(u32::MAX);
-    let flush_singles = |singles: &mut Vec<(u8, u32)>,
-                         text: &mut Vec<u8>,
-                         offsets: &mut Vec<u32>,
-                         signals: &mut Signals| {
-        if singles.len() >= 3 {
-            signals.joined_letters += singles.len();
-            if !text.is_empty() {
-                text.push(b' ');
-                offsets.push(singles[0].1);
-            }
-            for &(c, o) in singles.iter() {
-                text.push(c);
-                offsets.push(o);
-            }
-        } else {
-            for &(c, o) in singles.iter() {
-                if !text.is_empty() {
-                    text.push(b' ');
-                    offsets.push(o);
-                }
-                text.push(c);
-                offsets.push(o);
-            }
-        }
-        singles.clear();
-    };
     let mut i = 0;
-    let n = bytes.len();
     while i < n {
-        while i < n && !bytes[i].is_ascii_alphanumeric() {
+        if ASCII_CLASS[usize::from(bytes[i])] == 0 {
             i += 1;
-        }
-        if i >= n {
-            break;
+            continue;
         }
         let start = i;
-        let (mut has_digit, mut has_alpha) = (false, false);
-        while i < n && bytes[i].is_ascii_alphanumeric() {
-            has_digit |= bytes[i].is_ascii_digit();
-            has_alpha |= bytes[i].is_ascii_alphabetic();
+        let mut kinds = 0u8;
+        while i < n {
+            let k = ASCII_CLASS[usize::from(bytes[i])];
+            if k == 0 {
+                break;
+            }
+            kinds |= k;
             i += 1;
         }
         let word = &bytes[start..i];
+        let has_alpha = kinds & 1 != 0;
+        let has_digit = kinds & 2 != 0;
         if word.len() == 1 && has_alpha {
             if let Some(&(_, prev)) = singles.last()
                 && at(start).saturating_sub(prev) > 2
             {
-                flush_singles(&mut singles, &mut text, &mut offsets, &mut signals);
+                flush_ascii_singles(&mut singles, &mut text, &mut offsets, &mut signals);
             }
             singles.push((word[0].to_ascii_lowercase(), at(start)));
             continue;
         }
-        flush_singles(&mut singles, &mut text, &mut offsets, &mut signals);
+        flush_ascii_singles(&mut singles, &mut text, &mut offsets, &mut signals);
         if !text.is_empty() {
             text.push(b' ');
             offsets.push(at(start));
         }
-        let fold_leet = has_digit && has_alpha && word.len() > 2;
-        if fold_leet {
+        if has_digit && has_alpha && word.len() > 2 {
             signals.leet_words += 1;
             text.extend(word.iter().map(|b| {
                 let c = b.to_ascii_lowercase();
@@ -313,9 +342,12 @@ fn normalize_ascii(bytes: &[u8]) -> Normalized {
         } else {
             text.extend(word.iter().map(u8::to_ascii_lowercase));
         }
-        offsets.extend((start..i).map(at));
+        match (u32::try_from(start), u32::try_from(i)) {
+            (Ok(s), Ok(e)) => offsets.extend(s..e),
+            _ => offsets.extend((start..i).map(at)),
+        }
     }
-    flush_singles(&mut singles, &mut text, &mut offsets, &mut signals);
+    flush_ascii_singles(&mut singles, &mut text, &mut offsets, &mut signals);
     Normalized {
         // Only ASCII bytes were pushed.
         text: String::from_utf8(text).unwrap_or_default(),
