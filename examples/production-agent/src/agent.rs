@@ -44,8 +44,10 @@ pub enum Status {
 pub struct AgentState {
     /// The conversation's id.
     pub conversation_id: Option<String>,
-    /// The messages, the system prompt first.
-    pub messages: Vec<Message>,
+    /// The messages, the system prompt first. Shared copy-on-write: an LLM
+    /// effect takes the history without copying it, and a push copies only
+    /// when someone still holds the old history.
+    pub messages: Arc<Vec<Message>>,
     /// Who owns it.
     pub user_id: Option<String>,
     /// LLM ↔ tool round trips in the current turn.
@@ -61,7 +63,7 @@ impl AgentState {
     pub fn new(conversation_id: String, user_id: String, system_prompt: &str) -> Self {
         Self {
             conversation_id: Some(conversation_id),
-            messages: vec![Message::system(system_prompt)],
+            messages: Arc::new(vec![Message::system(system_prompt)]),
             user_id: Some(user_id),
             steps: 0,
             status: Status::Idle,
@@ -141,13 +143,13 @@ impl AgentReducer {
                     .is_some_and(|m| m.role == Role::System),
             );
             let excess = state.messages.len() - max;
-            state.messages.drain(keep_system..keep_system + excess);
+            Arc::make_mut(&mut state.messages).drain(keep_system..keep_system + excess);
         }
     }
 
     fn call_llm(state: &AgentState, env: &Arc<ServerEnvironment>) -> Effects<AgentAction> {
         let env = Arc::clone(env);
-        let history = state.messages.clone();
+        let history = Arc::clone(&state.messages);
         Effects::run(async move {
             match env.call_llm(&history).await {
                 Ok(response) => AgentAction::ProcessResponse { response },
@@ -202,7 +204,7 @@ impl Reducer for AgentReducer {
                     });
                 }
                 // 2. State.
-                state.messages.push(Message::user(content));
+                Arc::make_mut(&mut state.messages).push(Message::user(content));
                 self.prune(state);
                 state.steps = 0;
                 state.status = Status::Thinking;
@@ -215,7 +217,7 @@ impl Reducer for AgentReducer {
             }
             AgentAction::ProcessResponse { response } => match Reply::parse(&response) {
                 Reply::ToolCall { name, input } => {
-                    state.messages.push(Message::assistant(response));
+                    Arc::make_mut(&mut state.messages).push(Message::assistant(response));
                     state.steps += 1;
                     if state.steps > self.config.max_steps {
                         let error = AgentError::Internal(format!(
@@ -235,7 +237,7 @@ impl Reducer for AgentReducer {
                     })
                 }
                 Reply::Text(text) => {
-                    state.messages.push(Message::assistant(text));
+                    Arc::make_mut(&mut state.messages).push(Message::assistant(text));
                     self.prune(state);
                     state.status = Status::Idle;
                     Effects::none()
@@ -246,7 +248,7 @@ impl Reducer for AgentReducer {
                     Ok(out) => out,
                     Err(e) => format!("error from {tool}: {e}"),
                 };
-                state.messages.push(Message::tool(content));
+                Arc::make_mut(&mut state.messages).push(Message::tool(content));
                 self.prune(state);
                 Self::call_llm(state, env)
             }

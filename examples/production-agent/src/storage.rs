@@ -5,6 +5,8 @@
 //! memory, a `SELECT … FOR UPDATE` row lock in Postgres — so two messages to
 //! one conversation are handled one after the other, on any replica.
 
+use std::sync::Arc;
+
 use chrono::{DateTime, Utc};
 use composable_rust_agent_patterns::{AgentError, Message};
 use sqlx::postgres::{PgPool, PgPoolOptions};
@@ -264,7 +266,7 @@ fn from_row(row: &sqlx::postgres::PgRow) -> Result<Conversation, AgentError> {
     Ok(Conversation {
         state: AgentState {
             conversation_id: Some(id.clone()),
-            messages: messages.0,
+            messages: Arc::new(messages.0),
             user_id: Some(owner.clone()),
             steps: 0,
             status: status.0,

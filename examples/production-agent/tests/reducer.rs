@@ -62,7 +62,7 @@ async fn a_message_runs_llm_then_tool_then_llm() {
                 content: "what is 2+2".into(),
             },
             |s| {
-                s.messages.push(Message::user("what is 2+2"));
+                Arc::make_mut(&mut s.messages).push(Message::user("what is 2+2"));
                 s.status = Status::Thinking;
             },
         )
@@ -74,7 +74,7 @@ async fn a_message_runs_llm_then_tool_then_llm() {
                 response: call.clone(),
             },
             |s| {
-                s.messages.push(Message::assistant(call.clone()));
+                Arc::make_mut(&mut s.messages).push(Message::assistant(call.clone()));
                 s.steps = 1;
             },
         )
@@ -86,7 +86,7 @@ async fn a_message_runs_llm_then_tool_then_llm() {
                 output: Ok("4".into()),
             },
             |s| {
-                s.messages.push(Message::tool("4"));
+                Arc::make_mut(&mut s.messages).push(Message::tool("4"));
             },
         )
         .await;
@@ -96,7 +96,7 @@ async fn a_message_runs_llm_then_tool_then_llm() {
                 response: "2+2 = 4".into(),
             },
             |s| {
-                s.messages.push(Message::assistant("2+2 = 4"));
+                Arc::make_mut(&mut s.messages).push(Message::assistant("2+2 = 4"));
                 s.status = Status::Idle;
             },
         )
