@@ -42,6 +42,8 @@ pub use agent_patterns_core as core;
 #[cfg(feature = "resilience")]
 pub mod resilience {
     pub use agent_patterns_resilience::*;
+    pub use std::sync::Arc;
+    pub use std::time::Duration;
 }
 
 /// Health checks and the Kubernetes probe routes (crate
@@ -63,6 +65,8 @@ pub mod shutdown {
 #[cfg(feature = "tracing-support")]
 pub mod tracing_support {
     pub use agent_patterns_tracing_support::*;
+    pub use std::sync::Arc;
+    pub use std::time::Duration;
 }
 
 /// W3C trace-context extraction and injection (feature `tracing-support`).
@@ -79,6 +83,7 @@ pub mod audit {
     pub use agent_patterns_audit::*;
     #[cfg(feature = "postgres")]
     pub use agent_patterns_audit_postgres::{MIGRATOR, PostgresAuditConfig, PostgresAuditLogger};
+    pub use std::time::Duration;
 }
 
 #[cfg(feature = "audit")]
@@ -92,6 +97,8 @@ pub use agent_patterns_audit::{
 #[cfg(feature = "security")]
 pub mod security {
     pub use agent_patterns_security::*;
+    pub use std::sync::Arc;
+    pub use std::time::Duration;
 }
 
 #[cfg(feature = "security")]

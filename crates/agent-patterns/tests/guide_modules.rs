@@ -125,3 +125,57 @@ mod observability_section {
         assert_eq!(span_context.span_id.to_string(), "00f067aa0ba902b7");
     }
 }
+
+mod resilience_section {
+    use composable_rust_agent_patterns::resilience::*;
+
+    #[tokio::test]
+    async fn resilience_glob_brings_duration() {
+        let config = CircuitBreakerConfig {
+            failure_threshold: 5,
+            success_threshold: 2,
+            timeout: Duration::from_secs(60),
+        };
+        let circuit_breaker = CircuitBreaker::new("llm".to_string(), config);
+        circuit_breaker.allow_request().await.unwrap();
+        let limiter = Arc::new(RateLimiter::new(
+            "api".to_string(),
+            RateLimiterConfig {
+                capacity: 100,
+                refill_rate: 10.0,
+            },
+        ));
+        limiter.set_capacity(200);
+        limiter.set_rate(20.0);
+        assert_eq!(limiter.capacity(), 200);
+    }
+}
+
+mod health_section {
+    use composable_rust_agent_patterns::health::*;
+
+    struct DatabaseHealthCheck {
+        pool: PgPool,
+    }
+
+    #[async_trait]
+    impl HealthCheckable for DatabaseHealthCheck {
+        async fn check_health(&self) -> ComponentHealth {
+            match self.pool.acquire().await {
+                Ok(_) => ComponentHealth::healthy("Database connected"),
+                Err(e) => ComponentHealth::unhealthy(format!("DB error: {}", e)),
+            }
+        }
+
+        fn component_name(&self) -> &str {
+            "database"
+        }
+    }
+
+    #[test]
+    fn the_guides_database_check_compiles_with_default_features() {
+        fn assert_checkable<T: HealthCheckable>() {}
+        assert_checkable::<DatabaseHealthCheck>();
+        let _ = SystemHealthCheck::new();
+    }
+}
