@@ -38,6 +38,7 @@ async fn fresh_database() -> String {
     let mut conn = sqlx::PgConnection::connect(&admin_url)
         .await
         .expect("PostgreSQL must be reachable at DATABASE_URL (cargo xtask test checks this)");
+    drop_stale_databases(&mut conn).await;
     let name = format!("agent_test_{}", uuid::Uuid::now_v7().simple());
     sqlx::query(&format!("CREATE DATABASE {name}"))
         .execute(&mut conn)
@@ -48,6 +49,29 @@ async fn fresh_database() -> String {
         .map_or(admin_url.as_str(), |(b, _)| b)
         .to_owned();
     format!("{base}/{name}")
+}
+
+/// Drop test databases left by earlier runs: their names carry a UUID v7,
+/// whose first 48 bits are the creation time in milliseconds. Anything older
+/// than ten minutes belongs to a finished run.
+async fn drop_stale_databases(conn: &mut sqlx::PgConnection) {
+    let names: Vec<(String,)> =
+        sqlx::query_as("SELECT datname FROM pg_database WHERE datname LIKE 'agent_test_%'")
+            .fetch_all(&mut *conn)
+            .await
+            .unwrap_or_default();
+    let now_ms = u64::try_from(chrono::Utc::now().timestamp_millis()).unwrap_or(0);
+    for (name,) in names {
+        let created_ms = name
+            .strip_prefix("agent_test_")
+            .and_then(|hex| hex.get(..12))
+            .and_then(|hex| u64::from_str_radix(hex, 16).ok());
+        if created_ms.is_some_and(|t| now_ms.saturating_sub(t) > 10 * 60 * 1000) {
+            let _ = sqlx::query(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+                .execute(&mut *conn)
+                .await;
+        }
+    }
 }
 
 async fn config(mode: Mode) -> Config {
