@@ -142,10 +142,8 @@ pub struct BulkheadPermit<'a> {
 impl Drop for BulkheadPermit<'_> {
     #[inline]
     fn drop(&mut self) {
-        self.bulkhead.metrics.active.decrement(1.0);
         if let Some(permit) = self.permit.take()
-            && self.bulkhead.retire.load(Ordering::Relaxed) > 0
-            && self.bulkhead.take_retirement()
+            && self.bulkhead.released()
         {
             permit.forget();
         }
@@ -162,10 +160,8 @@ pub struct OwnedBulkheadPermit {
 
 impl Drop for OwnedBulkheadPermit {
     fn drop(&mut self) {
-        self.bulkhead.metrics.active.decrement(1.0);
         if let Some(permit) = self.permit.take()
-            && self.bulkhead.retire.load(Ordering::Relaxed) > 0
-            && self.bulkhead.take_retirement()
+            && self.bulkhead.released()
         {
             permit.forget();
         }
@@ -343,6 +339,14 @@ impl Bulkhead {
                 })
             }
         }
+    }
+
+    /// A slot came back: count it, and say whether it must be retired
+    /// (forgotten) because `max_concurrent` was lowered meanwhile.
+    #[inline]
+    fn released(&self) -> bool {
+        self.metrics.active.decrement(1.0);
+        self.retire.load(Ordering::Relaxed) > 0 && self.take_retirement()
     }
 
     fn take_retirement(&self) -> bool {

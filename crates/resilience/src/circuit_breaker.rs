@@ -383,6 +383,14 @@ impl Word {
 #[must_use = "report the call's outcome on the permit"]
 pub struct CallPermit<'a> {
     breaker: &'a CircuitBreaker,
+    ticket: Ticket,
+}
+
+/// What a granted call must report back: which state admitted it, whether it
+/// holds a half-open trial slot, when it started (for slow-call detection),
+/// and whether its outcome was reported.
+#[derive(Debug, Clone, Copy)]
+struct Ticket {
     generation: u64,
     trial: bool,
     started: u64,
@@ -405,19 +413,14 @@ impl CallPermit<'_> {
     /// measured from when the permit was granted.
     #[inline]
     pub fn record(mut self, success: bool) {
-        self.done = true;
-        let duration = self.breaker.elapsed_since(self.started);
-        self.breaker
-            .outcome(success, duration, Some(self.generation), self.trial);
+        self.breaker.settle(&mut self.ticket, success);
     }
 }
 
 impl Drop for CallPermit<'_> {
     #[inline]
     fn drop(&mut self) {
-        if !self.done && self.trial {
-            self.breaker.release_trial(self.generation);
-        }
+        self.breaker.abandon(&self.ticket);
     }
 }
 
@@ -427,29 +430,21 @@ impl Drop for CallPermit<'_> {
 #[must_use = "report the call's outcome on the permit"]
 pub struct OwnedCallPermit {
     breaker: Arc<CircuitBreaker>,
-    generation: u64,
-    trial: bool,
-    started: u64,
-    done: bool,
+    ticket: Ticket,
 }
 
 impl OwnedCallPermit {
     /// Report the outcome (see [`CallPermit::record`]).
     #[inline]
     pub fn record(mut self, success: bool) {
-        self.done = true;
-        let duration = self.breaker.elapsed_since(self.started);
-        self.breaker
-            .outcome(success, duration, Some(self.generation), self.trial);
+        self.breaker.settle(&mut self.ticket, success);
     }
 }
 
 impl Drop for OwnedCallPermit {
     #[inline]
     fn drop(&mut self) {
-        if !self.done && self.trial {
-            self.breaker.release_trial(self.generation);
-        }
+        self.breaker.abandon(&self.ticket);
     }
 }
 
@@ -712,9 +707,26 @@ impl CircuitBreaker {
     /// records the outcome itself and frees its trial slot if dropped unused.
     #[inline]
     pub fn acquire_permission(&self) -> Result<CallPermit<'_>, CircuitBreakerError> {
-        let (generation, trial) = self.permit()?;
         Ok(CallPermit {
             breaker: self,
+            ticket: self.ticket()?,
+        })
+    }
+
+    /// [`acquire_permission`](Self::acquire_permission) for a breaker in an `Arc`,
+    /// returning a permit that owns a reference to it.
+    pub fn acquire_owned(self: &Arc<Self>) -> Result<OwnedCallPermit, CircuitBreakerError> {
+        Ok(OwnedCallPermit {
+            breaker: Arc::clone(self),
+            ticket: self.ticket()?,
+        })
+    }
+
+    /// Grant a call and note what it must report back.
+    #[inline]
+    fn ticket(&self) -> Result<Ticket, CircuitBreakerError> {
+        let (generation, trial) = self.permit()?;
+        Ok(Ticket {
             generation,
             trial,
             started: self.started_at(),
@@ -722,17 +734,20 @@ impl CircuitBreaker {
         })
     }
 
-    /// [`acquire_permission`](Self::acquire_permission) for a breaker in an `Arc`,
-    /// returning a permit that owns a reference to it.
-    pub fn acquire_owned(self: &Arc<Self>) -> Result<OwnedCallPermit, CircuitBreakerError> {
-        let (generation, trial) = self.permit()?;
-        Ok(OwnedCallPermit {
-            breaker: Arc::clone(self),
-            generation,
-            trial,
-            started: self.started_at(),
-            done: false,
-        })
+    /// Record a granted call's outcome.
+    #[inline]
+    fn settle(&self, ticket: &mut Ticket, success: bool) {
+        ticket.done = true;
+        let duration = self.elapsed_since(ticket.started);
+        self.outcome(success, duration, Some(ticket.generation), ticket.trial);
+    }
+
+    /// A granted call ended without an outcome (cancelled): free its trial slot.
+    #[inline]
+    fn abandon(&self, ticket: &Ticket) {
+        if !ticket.done && ticket.trial {
+            self.release_trial(ticket.generation);
+        }
     }
 
     /// Run `call` through the breaker: refused at once when open, otherwise

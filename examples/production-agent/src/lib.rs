@@ -165,7 +165,10 @@ impl App {
                 limits.max_header_bytes,
                 limit_headers,
             ))
-            .layer(axum::middleware::from_fn(count_requests))
+            .layer(axum::middleware::from_fn_with_state(
+                RequestCounters::register(),
+                count_requests,
+            ))
             .layer(
                 ServiceBuilder::new()
                     .layer(axum::middleware::from_fn(error_trace_id))
@@ -330,29 +333,50 @@ fn health_checks(app: &AppState) -> SystemHealthCheck {
 /// `agent_requests_total` and `agent_requests_failed_total` (5xx answers),
 /// the series the guide's `HighErrorRate` alert divides.
 async fn count_requests(
+    axum::extract::State(counters): axum::extract::State<RequestCounters>,
     request: axum::extract::Request,
     next: axum::middleware::Next,
 ) -> axum::response::Response {
     let response = next.run(request).await;
-    metrics::counter!("agent_requests_total").increment(1);
+    counters.total.increment(1);
     if response.status().is_server_error() {
-        metrics::counter!("agent_requests_failed_total").increment(1);
+        counters.failed.increment(1);
     }
     response
 }
 
+/// Prometheus name of the answered-requests counter.
+pub const REQUESTS_TOTAL: &str = "agent_requests_total";
+/// Prometheus name of the 5xx-answers counter.
+pub const REQUESTS_FAILED_TOTAL: &str = "agent_requests_failed_total";
+
+/// The request counters' handles, registered once when the router is built
+/// so a request only bumps them.
+#[derive(Clone)]
+struct RequestCounters {
+    total: metrics::Counter,
+    failed: metrics::Counter,
+}
+
+impl RequestCounters {
+    fn register() -> Self {
+        let counters = Self {
+            total: metrics::counter!(REQUESTS_TOTAL),
+            failed: metrics::counter!(REQUESTS_FAILED_TOTAL),
+        };
+        counters.total.increment(0);
+        counters.failed.increment(0);
+        counters
+    }
+}
+
 /// Describe the server's own metrics to the installed recorder.
 pub fn describe_metrics() {
+    metrics::describe_counter!(REQUESTS_TOTAL, "HTTP requests answered by the agent API.");
     metrics::describe_counter!(
-        "agent_requests_total",
-        "HTTP requests answered by the agent API."
-    );
-    metrics::describe_counter!(
-        "agent_requests_failed_total",
+        REQUESTS_FAILED_TOTAL,
         "HTTP requests answered with a 5xx status."
     );
-    metrics::counter!("agent_requests_total").increment(0);
-    metrics::counter!("agent_requests_failed_total").increment(0);
 }
 
 /// Put the request's trace id (set by the trace layer as `x-trace-id`) into

@@ -151,10 +151,32 @@ impl Server {
         )
     }
 
+    async fn get(
+        &self,
+        path: &str,
+        key: Option<&str>,
+    ) -> (StatusCode, reqwest::header::HeaderMap, Value) {
+        self.call(reqwest::Method::GET, path, key, None).await
+    }
+
+    async fn post(
+        &self,
+        path: &str,
+        key: Option<&str>,
+    ) -> (StatusCode, reqwest::header::HeaderMap, Value) {
+        self.call(reqwest::Method::POST, path, key, None).await
+    }
+
+    async fn delete(
+        &self,
+        path: &str,
+        key: Option<&str>,
+    ) -> (StatusCode, reqwest::header::HeaderMap, Value) {
+        self.call(reqwest::Method::DELETE, path, key, None).await
+    }
+
     async fn conversation(&self, key: &str) -> String {
-        let (status, _, body) = self
-            .call(reqwest::Method::POST, "/v1/conversations", Some(key), None)
-            .await;
+        let (status, _, body) = self.post("/v1/conversations", Some(key)).await;
         assert_eq!(status, StatusCode::CREATED, "{body}");
         body["id"].as_str().unwrap().to_owned()
     }
@@ -180,12 +202,7 @@ async fn a_conversation_runs_the_tool_loop_offline(mode: Mode) {
     assert_eq!(status, StatusCode::OK, "{body}");
     assert_eq!(body["reply"], "6 * (3 + 4) = 42");
     let (status, _, convo) = server
-        .call(
-            reqwest::Method::GET,
-            &format!("/v1/conversations/{id}"),
-            Some(ALICE),
-            None,
-        )
+        .get(&format!("/v1/conversations/{id}"), Some(ALICE))
         .await;
     assert_eq!(status, StatusCode::OK);
     let roles: Vec<&str> = convo["messages"]
@@ -195,9 +212,7 @@ async fn a_conversation_runs_the_tool_loop_offline(mode: Mode) {
         .map(|m| m["role"].as_str().unwrap())
         .collect();
     assert_eq!(roles, ["system", "user", "assistant", "tool", "assistant"]);
-    let (_, _, list) = server
-        .call(reqwest::Method::GET, "/v1/conversations", Some(ALICE), None)
-        .await;
+    let (_, _, list) = server.get("/v1/conversations", Some(ALICE)).await;
     assert_eq!(list["conversations"][0]["id"], id.as_str());
 }
 
@@ -288,25 +303,13 @@ async fn failures_are_retried_then_the_breaker_opens_and_fails_fast(mode: Mode) 
     assert_eq!(body["error"]["code"], "circuit_breaker_open", "{body}");
     assert_eq!(fake.calls.load(Ordering::SeqCst), before);
 
-    let (_, _, breakers) = server
-        .call(
-            reqwest::Method::GET,
-            "/debug/circuit_breakers",
-            Some(ADMIN),
-            None,
-        )
-        .await;
+    let (_, _, breakers) = server.get("/debug/circuit_breakers", Some(ADMIN)).await;
     assert_eq!(breakers["circuit_breakers"][0]["state"], "open");
 
     // The provider recovers; an admin resets the breaker.
     fake.failures.store(0, Ordering::SeqCst);
     let (status, _, _) = server
-        .call(
-            reqwest::Method::POST,
-            "/admin/circuit-breakers/llm_anthropic/reset",
-            Some(ADMIN),
-            None,
-        )
+        .post("/admin/circuit-breakers/llm_anthropic/reset", Some(ADMIN))
         .await;
     assert_eq!(status, StatusCode::OK);
     let (status, body) = server.say(ALICE, &id, "add two and two").await;
@@ -333,14 +336,10 @@ async fn the_per_user_limit_answers_429_with_retry_after(mode: Mode) {
     c.user_rate_limit.refill_rate = 0.5;
     let server = start(c).await;
     for _ in 0..3 {
-        let (status, _, _) = server
-            .call(reqwest::Method::GET, "/v1/conversations", Some(ALICE), None)
-            .await;
+        let (status, _, _) = server.get("/v1/conversations", Some(ALICE)).await;
         assert_eq!(status, StatusCode::OK);
     }
-    let (status, headers, body) = server
-        .call(reqwest::Method::GET, "/v1/conversations", Some(ALICE), None)
-        .await;
+    let (status, headers, body) = server.get("/v1/conversations", Some(ALICE)).await;
     assert_eq!(status, StatusCode::TOO_MANY_REQUESTS);
     assert_eq!(body["error"]["code"], "rate_limited");
     assert_eq!(headers["retry-after"], "2");
@@ -351,9 +350,7 @@ async fn the_per_user_limit_answers_429_with_retry_after(mode: Mode) {
     );
     assert_eq!(body["error"]["trace_id"].as_str().unwrap().len(), 32);
     // Bob has his own bucket.
-    let (status, _, _) = server
-        .call(reqwest::Method::GET, "/v1/conversations", Some(BOB), None)
-        .await;
+    let (status, _, _) = server.get("/v1/conversations", Some(BOB)).await;
     assert_eq!(status, StatusCode::OK);
 }
 
@@ -362,36 +359,19 @@ async fn users_see_only_their_own_conversations(mode: Mode) {
     let server = start(config(mode).await).await;
     let id = server.conversation(ALICE).await;
     let (status, _, body) = server
-        .call(
-            reqwest::Method::GET,
-            &format!("/v1/conversations/{id}"),
-            Some(BOB),
-            None,
-        )
+        .get(&format!("/v1/conversations/{id}"), Some(BOB))
         .await;
     assert_eq!(status, StatusCode::NOT_FOUND, "{body}");
     let (status, _) = server.say(BOB, &id, "hi").await;
     assert_eq!(status, StatusCode::NOT_FOUND);
     let (status, _, _) = server
-        .call(
-            reqwest::Method::DELETE,
-            &format!("/v1/conversations/{id}"),
-            Some(BOB),
-            None,
-        )
+        .delete(&format!("/v1/conversations/{id}"), Some(BOB))
         .await;
     assert_eq!(status, StatusCode::NOT_FOUND);
-    let (_, _, list) = server
-        .call(reqwest::Method::GET, "/v1/conversations", Some(BOB), None)
-        .await;
+    let (_, _, list) = server.get("/v1/conversations", Some(BOB)).await;
     assert_eq!(list["conversations"].as_array().unwrap().len(), 0);
     let (status, _, _) = server
-        .call(
-            reqwest::Method::DELETE,
-            &format!("/v1/conversations/{id}"),
-            Some(ALICE),
-            None,
-        )
+        .delete(&format!("/v1/conversations/{id}"), Some(ALICE))
         .await;
     assert_eq!(status, StatusCode::NO_CONTENT);
     let (status, _) = server.say(ALICE, &id, "hi").await;
@@ -406,25 +386,14 @@ async fn admin_endpoints_need_an_admin_key(mode: Mode) {
         "/debug/rate_limiter",
         "/debug/circuit_breakers",
     ] {
-        let (status, _, _) = server.call(reqwest::Method::GET, path, None, None).await;
+        let (status, _, _) = server.get(path, None).await;
         assert_eq!(status, StatusCode::UNAUTHORIZED, "{path}");
-        let (status, _, _) = server
-            .call(reqwest::Method::GET, path, Some(ALICE), None)
-            .await;
+        let (status, _, _) = server.get(path, Some(ALICE)).await;
         assert_eq!(status, StatusCode::FORBIDDEN, "{path}");
-        let (status, _, body) = server
-            .call(reqwest::Method::GET, path, Some(ADMIN), None)
-            .await;
+        let (status, _, body) = server.get(path, Some(ADMIN)).await;
         assert_eq!(status, StatusCode::OK, "{path}: {body}");
     }
-    let (status, _, _) = server
-        .call(
-            reqwest::Method::GET,
-            "/v1/conversations",
-            Some("wrong-key-123"),
-            None,
-        )
-        .await;
+    let (status, _, _) = server.get("/v1/conversations", Some("wrong-key-123")).await;
     assert_eq!(status, StatusCode::UNAUTHORIZED);
 }
 
@@ -488,9 +457,7 @@ async fn debug_state_counts_conversations_and_messages(mode: Mode) {
     let server = start(config(mode).await).await;
     let id = server.conversation(ALICE).await;
     server.say(ALICE, &id, "hello").await;
-    let (_, _, state) = server
-        .call(reqwest::Method::GET, "/debug/state", Some(ADMIN), None)
-        .await;
+    let (_, _, state) = server.get("/debug/state", Some(ADMIN)).await;
     assert_eq!(state["conversation_count"], 1);
     assert_eq!(state["message_count"], 3);
 }
@@ -506,12 +473,7 @@ async fn history_is_pruned_but_keeps_the_system_prompt(mode: Mode) {
         assert_eq!(status, StatusCode::OK);
     }
     let (_, _, convo) = server
-        .call(
-            reqwest::Method::GET,
-            &format!("/v1/conversations/{id}"),
-            Some(ALICE),
-            None,
-        )
+        .get(&format!("/v1/conversations/{id}"), Some(ALICE))
         .await;
     let messages = convo["messages"].as_array().unwrap();
     assert_eq!(messages.len(), 4);
@@ -601,12 +563,7 @@ async fn a_prompt_injection_is_refused_reported_and_audited(mode: Mode) {
     assert_eq!(body["error"]["code"], "security_violation");
     // The blocked message is not kept.
     let (_, _, convo) = server
-        .call(
-            reqwest::Method::GET,
-            &format!("/v1/conversations/{id}"),
-            Some(ALICE),
-            None,
-        )
+        .get(&format!("/v1/conversations/{id}"), Some(ALICE))
         .await;
     assert_eq!(convo["messages"].as_array().unwrap().len(), 1);
     // An innocent technical question with trigger words passes.
@@ -618,14 +575,7 @@ async fn a_prompt_injection_is_refused_reported_and_audited(mode: Mode) {
     // The incident is on the dashboard and in the audit trail.
     let mut dashboard = Value::Null;
     for _ in 0..50 {
-        let (_, _, d) = server
-            .call(
-                reqwest::Method::GET,
-                "/admin/security/dashboard",
-                Some(ADMIN),
-                None,
-            )
-            .await;
+        let (_, _, d) = server.get("/admin/security/dashboard", Some(ADMIN)).await;
         if d["total_incidents"] == 1 {
             dashboard = d;
             break;
@@ -638,12 +588,7 @@ async fn a_prompt_injection_is_refused_reported_and_audited(mode: Mode) {
         "{dashboard}"
     );
     let (status, _, page) = server
-        .call(
-            reqwest::Method::GET,
-            "/admin/audit?event_type=security&limit=10",
-            Some(ADMIN),
-            None,
-        )
+        .get("/admin/audit?event_type=security&limit=10", Some(ADMIN))
         .await;
     assert_eq!(status, StatusCode::OK, "{page}");
     let events = page["events"].as_array().unwrap();
@@ -655,29 +600,15 @@ async fn repeated_bad_keys_block_the_source(mode: Mode) {
     let server = start(config(mode).await).await;
     for _ in 0..5 {
         let (status, _, _) = server
-            .call(
-                reqwest::Method::GET,
-                "/v1/conversations",
-                Some("guessed-key-000"),
-                None,
-            )
+            .get("/v1/conversations", Some("guessed-key-000"))
             .await;
         assert_eq!(status, StatusCode::UNAUTHORIZED);
     }
     // Blocked now, even with a valid key, and told when to come back.
-    let (status, headers, body) = server
-        .call(reqwest::Method::GET, "/v1/conversations", Some(ALICE), None)
-        .await;
+    let (status, headers, body) = server.get("/v1/conversations", Some(ALICE)).await;
     assert_eq!(status, StatusCode::TOO_MANY_REQUESTS, "{body}");
     assert_eq!(headers["retry-after"], "600");
-    let (_, _, dashboard) = server
-        .call(
-            reqwest::Method::GET,
-            "/admin/security/dashboard",
-            Some(ADMIN),
-            None,
-        )
-        .await;
+    let (_, _, dashboard) = server.get("/admin/security/dashboard", Some(ADMIN)).await;
     assert_eq!(
         dashboard["error"]["code"], "rate_limited",
         "the admin shares the blocked address"
@@ -687,28 +618,12 @@ async fn repeated_bad_keys_block_the_source(mode: Mode) {
 both!(authentication_and_admin_actions_are_audited);
 async fn authentication_and_admin_actions_are_audited(mode: Mode) {
     let server = start(config(mode).await).await;
+    server.get("/v1/conversations", Some(ALICE)).await;
+    server.get("/debug/state", Some(ALICE)).await;
     server
-        .call(reqwest::Method::GET, "/v1/conversations", Some(ALICE), None)
+        .post("/admin/circuit-breakers/llm_offline/reset", Some(ADMIN))
         .await;
-    server
-        .call(reqwest::Method::GET, "/debug/state", Some(ALICE), None)
-        .await;
-    server
-        .call(
-            reqwest::Method::POST,
-            "/admin/circuit-breakers/llm_offline/reset",
-            Some(ADMIN),
-            None,
-        )
-        .await;
-    let (status, _, page) = server
-        .call(
-            reqwest::Method::GET,
-            "/admin/audit?actor=alice",
-            Some(ADMIN),
-            None,
-        )
-        .await;
+    let (status, _, page) = server.get("/admin/audit?actor=alice", Some(ADMIN)).await;
     assert_eq!(status, StatusCode::OK, "{page}");
     let actions: Vec<(String, bool)> = page["events"]
         .as_array()
@@ -734,24 +649,14 @@ async fn authentication_and_admin_actions_are_audited(mode: Mode) {
         "{actions:?}"
     );
     let (_, _, page) = server
-        .call(
-            reqwest::Method::GET,
-            "/admin/audit?event_type=configuration",
-            Some(ADMIN),
-            None,
-        )
+        .get("/admin/audit?event_type=configuration", Some(ADMIN))
         .await;
     assert_eq!(
         page["events"][0]["action"], "reset_circuit_breaker",
         "{page}"
     );
     let (status, _, _) = server
-        .call(
-            reqwest::Method::GET,
-            "/admin/audit?event_type=bogus",
-            Some(ADMIN),
-            None,
-        )
+        .get("/admin/audit?event_type=bogus", Some(ADMIN))
         .await;
     assert_eq!(status, StatusCode::BAD_REQUEST);
 }
