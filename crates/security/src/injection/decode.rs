@@ -102,8 +102,21 @@ fn decode_binary(s: &str) -> Option<Vec<u8>> {
 /// Whether a token can be one member of a separated group (`69`, `01101001`).
 type TokenTest = fn(&[u8]) -> bool;
 
+/// Bytes that can appear in a blob: one table lookup per input byte.
+const BLOB_BYTES: [bool; 256] = {
+    let mut table = [false; 256];
+    let mut b = 0;
+    while b < 256 {
+        let c = b as u8;
+        table[b] = c.is_ascii_alphanumeric()
+            || matches!(c, b'+' | b'/' | b'=' | b'_' | b'-' | b'%' | b'\\');
+        b += 1;
+    }
+    table
+};
+
 fn is_blob_byte(b: u8) -> bool {
-    b.is_ascii_alphanumeric() || matches!(b, b'+' | b'/' | b'=' | b'_' | b'-' | b'%' | b'\\')
+    BLOB_BYTES[usize::from(b)]
 }
 
 fn is_hex_pair(token: &[u8]) -> bool {

@@ -1,18 +1,21 @@
 //! The compiled rule set and the linear-time scan.
 //!
-//! Lexicon phrases become one Aho-Corasick automaton over the normalised word
-//! view (plus ROT13 twins of every ASCII phrase, so ROT13 text matches the same
-//! rules); patterns become one `RegexSet` over the raw input. A scan finds all
-//! concept hits in one pass of each, then checks every rule against the hits
-//! with binary searches: work is linear in the input plus the (bounded) hits.
+//! Lexicon phrases become one word-level [`PhraseIndex`] over the normalised
+//! word view (plus ROT13 twins of every ASCII phrase, so ROT13 text matches the
+//! same rules); patterns are regexes over the raw input, each run only when one
+//! of its gate substrings occurs. A scan finds all concept hits in one pass of
+//! each, then checks the rules whose every element has a hit, with binary
+//! searches: work is linear in the input plus the (bounded) hits.
 
 use std::collections::HashMap;
+use std::ops::Range;
 use std::sync::Arc;
 
-use aho_corasick::{AhoCorasick, AhoCorasickKind, MatchKind};
+use aho_corasick::AhoCorasick;
 use regex::bytes::Regex;
 
 use super::normalize::{Normalized, normalize};
+use super::phrases::PhraseIndex;
 use super::rules::{RuleSet, compile_pattern};
 use crate::error::SecurityError;
 
@@ -26,21 +29,31 @@ pub(crate) struct CompiledRule {
     pub(crate) weight: f32,
     /// (alternative concepts, max words since the previous element)
     elements: Vec<(Vec<u32>, u32)>,
+    /// The elements' alternatives as ranges of `Compiled::check_alts`, fewest
+    /// alternatives first: the quick test of whether every element has a hit.
+    checks: Range<u32>,
 }
 
 #[derive(Debug)]
 pub(crate) struct Compiled {
-    ac: Option<AhoCorasick>,
-    /// For each automaton pattern: the concepts it belongs to and whether it is a prefix.
-    targets: Vec<Vec<(u32, bool)>>,
+    phrases: PhraseIndex,
     /// Gate substrings of all patterns (ASCII case-insensitive).
     gates: Option<AhoCorasick>,
     /// For each gate: the patterns (indexes into `regexes`) it opens.
     gate_targets: Vec<Vec<usize>>,
     /// (concept, regex, always run)
     regexes: Vec<(u32, Regex, bool)>,
+    /// For each regex: whether it is anchored to line starts (`(?m)^…`), so it
+    /// need only run on the lines where one of its gates occurs.
+    line_local: Vec<bool>,
     pub(crate) rules: Vec<CompiledRule>,
+    /// Concept ids of rule elements, element after element (see `CompiledRule::checks`).
+    check_alts: Vec<u32>,
+    /// End of each element's alternatives in `check_alts`.
+    check_ends: Vec<u32>,
     concepts: usize,
+    /// Concepts fed by more than one source, whose hits need sorting.
+    shared: Vec<u32>,
 }
 
 /// One rule that matched, with its span in the scanned input.
@@ -74,9 +87,7 @@ impl Compiled {
             let next = u32::try_from(ids.len()).unwrap_or(u32::MAX);
             *ids.entry(name.to_owned()).or_insert(next)
         };
-        let mut pattern_index: HashMap<String, usize> = HashMap::new();
-        let mut patterns: Vec<String> = Vec::new();
-        let mut targets: Vec<Vec<(u32, bool)>> = Vec::new();
+        let mut phrases = PhraseIndex::default();
         let mut add_phrase = |phrase: &str, concept: u32| {
             let (body, prefix) = match phrase.strip_suffix('*') {
                 Some(b) => (b, true),
@@ -92,22 +103,7 @@ impl Compiled {
                 variants.push(rot13(&text));
             }
             for v in variants {
-                // Patterns carry their word boundaries: ` word ` (or ` prefix` for
-                // prefix entries), matched against the word view padded with a
-                // space at each end, so the automaton only reports whole words.
-                let v = if prefix {
-                    format!(" {v}")
-                } else {
-                    format!(" {v} ")
-                };
-                let idx = *pattern_index.entry(v.clone()).or_insert_with(|| {
-                    patterns.push(v);
-                    targets.push(Vec::new());
-                    targets.len() - 1
-                });
-                if !targets[idx].contains(&(concept, prefix)) {
-                    targets[idx].push((concept, prefix));
-                }
+                phrases.add(&v, prefix, concept);
             }
         };
 
@@ -118,16 +114,24 @@ impl Compiled {
             }
         }
         let mut regexes = Vec::new();
+        let mut line_local = Vec::new();
         let mut gate_index: HashMap<String, usize> = HashMap::new();
         let mut gate_patterns: Vec<String> = Vec::new();
         let mut gate_targets: Vec<Vec<usize>> = Vec::new();
+        let mut shared = Vec::new();
         for (index, p) in set.patterns.iter().enumerate() {
+            if concept_ids.contains_key(&p.name) {
+                // A pattern named like a lexicon (or another pattern) adds its
+                // hits to that concept, after the phrase hits.
+                shared.push(concept_ids[&p.name]);
+            }
             let id = id_of(&p.name, &mut concept_ids);
             let re = compile_pattern(&p.regex).map_err(|e| SecurityError::Rules {
                 line: 0,
                 reason: format!("pattern {}: {e}", p.name),
             })?;
             regexes.push((id, re, p.gates.is_empty()));
+            line_local.push(is_line_anchored(&p.regex));
             for gate in &p.gates {
                 let g = *gate_index
                     .entry(gate.to_ascii_lowercase())
@@ -153,6 +157,9 @@ impl Compiled {
             )
         };
         let mut rules = Vec::new();
+        let mut check_alts: Vec<u32> = Vec::new();
+        let mut check_ends: Vec<u32> = Vec::new();
+        let pos = |n: usize| u32::try_from(n).unwrap_or(u32::MAX);
         for r in &set.rules {
             let mut elements = Vec::new();
             for e in &r.elements {
@@ -174,35 +181,33 @@ impl Compiled {
                 }
                 elements.push((alts, e.max_gap));
             }
+            let mut by_size: Vec<&Vec<u32>> = elements.iter().map(|(alts, _)| alts).collect();
+            by_size.sort_by_key(|alts| alts.len());
+            let first = pos(check_ends.len());
+            for alts in by_size {
+                check_alts.extend_from_slice(alts);
+                check_ends.push(pos(check_alts.len()));
+            }
             rules.push(CompiledRule {
                 name: r.name.as_str().into(),
                 family: r.family.as_str().into(),
                 weight: r.weight,
                 elements,
+                checks: first..pos(check_ends.len()),
             });
         }
-        let ac = if patterns.is_empty() {
-            None
-        } else {
-            Some(
-                AhoCorasick::builder()
-                    .match_kind(MatchKind::Standard)
-                    .kind(Some(AhoCorasickKind::DFA))
-                    .build(&patterns)
-                    .map_err(|e| SecurityError::Rules {
-                        line: 0,
-                        reason: format!("lexicon automaton: {e}"),
-                    })?,
-            )
-        };
+        phrases.finish();
         Ok(Self {
-            ac,
-            targets,
+            phrases,
             gates,
             gate_targets,
             regexes,
+            line_local,
             rules,
+            check_alts,
+            check_ends,
             concepts: concept_ids.len(),
+            shared,
         })
     }
 
@@ -210,63 +215,53 @@ impl Compiled {
     pub(crate) fn scan(&self, input: &str) -> Scan {
         let normalized = normalize(input);
         let text = normalized.text.as_str();
-        let bytes = text.as_bytes();
-        let mut flat: Vec<(u32, usize, usize)> = Vec::new();
-        if let Some(ac) = &self.ac {
-            let mut padded = String::with_capacity(text.len() + 2);
-            padded.push(' ');
-            padded.push_str(text);
-            padded.push(' ');
-            for m in ac.find_overlapping_iter(&padded) {
-                // Padded index k is text index k - 1; the match starts at its space.
-                let s = m.start();
-                for &(concept, prefix) in &self.targets[m.pattern().as_usize()] {
-                    let e = if prefix {
-                        // A prefix covers the rest of its word.
-                        let e = m.end() - 1;
-                        bytes[e.min(bytes.len())..]
-                            .iter()
-                            .position(|b| *b == b' ')
-                            .map_or(bytes.len(), |i| e + i)
-                    } else {
-                        m.end() - 2
-                    };
-                    flat.push((concept, s, e.max(s)));
-                }
-            }
+        let mut flat: Vec<(u32, Hit)> = Vec::with_capacity(normalized.words.len());
+        if !self.phrases.is_empty() {
+            self.phrases.scan(text, &normalized.words, &mut flat);
         }
         if !self.regexes.is_empty() {
-            let mut open: Vec<bool> = self.regexes.iter().map(|r| r.2).collect();
+            let mut runs: Vec<Run> = self
+                .regexes
+                .iter()
+                .map(|r| if r.2 { Run::Whole } else { Run::Closed })
+                .collect();
             if let Some(gates) = &self.gates {
                 for m in gates.find_overlapping_iter(input) {
                     for &p in &self.gate_targets[m.pattern().as_usize()] {
-                        open[p] = true;
+                        runs[p].open(self.line_local[p], input, m.start());
                     }
                 }
             }
-            for (i, (concept, re, _)) in self.regexes.iter().enumerate() {
-                if !open[i] {
-                    continue;
-                }
-                for m in re.find_iter(input.as_bytes()).take(MAX_PATTERN_HITS) {
-                    let s = normalized.text_pos(m.start());
-                    let e = normalized.text_pos(m.end()).max(s);
-                    flat.push((*concept, s, e));
+            let raw = input.as_bytes();
+            for (run, (concept, re, _)) in runs.iter().zip(&self.regexes) {
+                let whole = [(0, raw.len())];
+                let ranges: &[(usize, usize)] = match run {
+                    Run::Closed => continue,
+                    Run::Whole => &whole,
+                    Run::Lines(lines) => lines,
+                };
+                let mut found = 0;
+                for &(from, to) in ranges {
+                    for m in re.find_iter(&raw[from..to]) {
+                        if found == MAX_PATTERN_HITS {
+                            break;
+                        }
+                        found += 1;
+                        let s = normalized.text_pos(from + m.start());
+                        let e = normalized.text_pos(from + m.end()).max(s);
+                        flat.push((*concept, Hit::bytes(&normalized.words, s, e)));
+                    }
                 }
             }
         }
-        let hits = Hits::new(flat, self.concepts);
+        let hits = Hits::new(&flat, self.concepts, &self.shared);
         let mut matches = Vec::new();
         for (index, rule) in self.rules.iter().enumerate() {
             // Most rules have an element with no hit at all: skip them cheaply.
-            let possible = rule
-                .elements
-                .iter()
-                .all(|(alts, _)| alts.iter().any(|c| !hits.get(*c).is_empty()));
-            if !possible {
+            if !self.possible(rule, &hits) {
                 continue;
             }
-            if let Some((s, e)) = match_rule(rule, &hits, bytes) {
+            if let Some((s, e)) = match_rule(rule, &hits) {
                 let (start, end) = normalized.input_span(s, e, input);
                 matches.push(RawMatch {
                     rule: index,
@@ -282,105 +277,330 @@ impl Compiled {
     }
 }
 
+/// Where one pattern's regex runs in a scan.
+enum Run {
+    /// None of its gates occurred.
+    Closed,
+    /// On these lines (byte ranges of the input, in order) only.
+    Lines(Vec<(usize, usize)>),
+    /// On the whole input.
+    Whole,
+}
+
+/// Most distinct lines a line-local pattern runs on before it runs on the whole input.
+const MAX_GATED_LINES: usize = 16;
+
+/// How far into a line a line-local pattern's match may reach.
+const LINE_HEAD_BYTES: usize = 256;
+
+impl Run {
+    /// A gate of this pattern occurred at byte `at` of `input`.
+    fn open(&mut self, line_local: bool, input: &str, at: usize) {
+        if !line_local {
+            *self = Self::Whole;
+            return;
+        }
+        let start = input[..at].rfind('\n').map_or(0, |i| i + 1);
+        if at - start >= LINE_HEAD_BYTES {
+            // Past the head of its line: this occurrence cannot be in a match.
+            return;
+        }
+        let end = input[at..].find('\n').map_or(input.len(), |i| at + i);
+        // Matches start at the line start; their text must begin within the
+        // line's first bytes (the anchored head of such a pattern is short).
+        let end = end.min(start + LINE_HEAD_BYTES);
+        match self {
+            Self::Whole => {}
+            Self::Closed => *self = Self::Lines(vec![(start, end)]),
+            Self::Lines(lines) => {
+                if lines.last().is_some_and(|l| l.0 == start) {
+                    return;
+                }
+                if lines.len() == MAX_GATED_LINES {
+                    *self = Self::Whole;
+                } else {
+                    lines.push((start, end));
+                }
+            }
+        }
+    }
+}
+
+/// Whether a pattern's matches all start at a line start (`(?m)^…` with no
+/// top-level alternation), so running it on the heads of the lines holding its
+/// gates finds them (matches running past their line through `\s`, or further
+/// than [`LINE_HEAD_BYTES`] into it, are missed).
+fn is_line_anchored(regex: &str) -> bool {
+    let Some((flags, body)) = regex
+        .strip_prefix("(?")
+        .and_then(|rest| rest.split_once(')'))
+    else {
+        return false;
+    };
+    if !(flags.contains('m') && flags.chars().all(|c| c.is_ascii_alphabetic())) {
+        return false;
+    }
+    let Some(body) = body.strip_prefix('^') else {
+        return false;
+    };
+    let (mut depth, mut escaped, mut class) = (0u32, false, false);
+    for c in body.chars() {
+        match (escaped, class, c) {
+            (true, _, _) => escaped = false,
+            (false, _, '\\') => escaped = true,
+            (false, true, ']') => class = false,
+            (false, true, _) => {}
+            (false, false, '[') => class = true,
+            (false, false, '(') => depth += 1,
+            (false, false, ')') => depth = depth.saturating_sub(1),
+            (false, false, '|') if depth == 0 => return false,
+            _ => {}
+        }
+    }
+    true
+}
+
+impl Compiled {
+    /// Whether every element of `rule` has a hit of one of its concepts.
+    fn possible(&self, rule: &CompiledRule, hits: &Hits) -> bool {
+        let mut from = match rule.checks.start.checked_sub(1) {
+            Some(prev) => self.check_ends[prev as usize],
+            None => 0,
+        };
+        for &end in &self.check_ends[rule.checks.start as usize..rule.checks.end as usize] {
+            let alts = &self.check_alts[from as usize..end as usize];
+            if !alts.iter().any(|&c| hits.has(c)) {
+                return false;
+            }
+            from = end;
+        }
+        true
+    }
+}
+
 /// Concept hits, sorted by concept then position, with an index of where each
 /// concept's hits start: one allocation per scan whatever the number of concepts.
+/// One occurrence of a concept in the word view: its byte range and, for the
+/// word-gap test, how many words end before its start and before its end.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub(crate) struct Hit {
+    pub(crate) start: usize,
+    pub(crate) end: usize,
+    ends_before_start: u32,
+    ends_before_end: u32,
+}
+
+impl Hit {
+    /// The hit covering words `first..=last` of a word view with word ranges `words`.
+    pub(crate) fn words(words: &[(u32, u32)], first: usize, last: usize) -> Self {
+        Self {
+            start: words[first].0 as usize,
+            end: words[last].1 as usize,
+            ends_before_start: u32::try_from(first).unwrap_or(u32::MAX),
+            ends_before_end: u32::try_from(last).unwrap_or(u32::MAX),
+        }
+    }
+
+    /// The hit covering bytes `start..end` of a word view with word ranges `words`.
+    fn bytes(words: &[(u32, u32)], start: usize, end: usize) -> Self {
+        let ends_before = |at: usize| {
+            let n = words.partition_point(|w| (w.1 as usize) < at);
+            u32::try_from(n).unwrap_or(u32::MAX)
+        };
+        Self {
+            start,
+            end,
+            ends_before_start: ends_before(start),
+            ends_before_end: ends_before(end),
+        }
+    }
+
+    /// Words strictly between the end of `self` and the start of `next`
+    /// (the spaces between them, less one).
+    fn words_until(&self, next: &Self) -> u32 {
+        next.ends_before_start
+            .saturating_sub(self.ends_before_end)
+            .saturating_sub(1)
+    }
+}
+
 struct Hits {
-    spans: Vec<(usize, usize)>,
-    starts: Vec<u32>,
+    spans: Vec<Hit>,
+    /// Per concept: the range of its hits in `spans` (valid where `present`).
+    ranges: Vec<(u32, u32)>,
+    /// One bit per concept: whether it has any hit.
+    present: Vec<u64>,
+}
+
+thread_local! {
+    /// Per-concept range tables kept between scans on a thread, so a scan
+    /// touches only the entries of the concepts it saw instead of zeroing a
+    /// table as long as the rule set's concept list.
+    static RANGES: std::cell::Cell<Vec<(u32, u32)>> = const { std::cell::Cell::new(Vec::new()) };
 }
 
 impl Hits {
-    fn new(mut flat: Vec<(u32, usize, usize)>, concepts: usize) -> Self {
-        flat.sort_unstable();
-        flat.dedup();
-        let mut starts = vec![0u32; concepts + 1];
-        for &(c, _, _) in &flat {
-            if let Some(slot) = starts.get_mut(c as usize + 1) {
-                *slot += 1;
+    /// Bucket `flat` by concept with a counting sort. Each source (the phrase
+    /// index, one pattern) yields a concept's hits in position order, so only
+    /// the `shared` concepts, fed by several sources, need sorting.
+    fn new(flat: &[(u32, Hit)], concepts: usize, shared: &[u32]) -> Self {
+        // All zero: fresh, or cleaned by `Drop` after the previous scan.
+        let mut ranges = RANGES.with(std::cell::Cell::take);
+        if ranges.len() != concepts {
+            ranges = vec![(0, 0); concepts];
+        }
+        let mut present = vec![0u64; concepts.div_ceil(64)];
+        for &(c, _) in flat {
+            if let Some(range) = ranges.get_mut(c as usize) {
+                range.1 += 1;
+                present[c as usize / 64] |= 1 << (c % 64);
             }
         }
-        for i in 1..starts.len() {
-            starts[i] += starts[i - 1];
+        // Offsets only for the concepts present (visited through the bit set),
+        // not a prefix sum over every concept of the rule set. `.1` becomes
+        // the fill cursor and ends as the range's end.
+        let mut next = 0u32;
+        for (w, &bits) in present.iter().enumerate() {
+            let mut bits = bits;
+            while bits != 0 {
+                let c = w * 64 + bits.trailing_zeros() as usize;
+                bits &= bits - 1;
+                let count = ranges[c].1;
+                ranges[c] = (next, next);
+                next += count;
+            }
         }
-        Self {
-            spans: flat.into_iter().map(|(_, s, e)| (s, e)).collect(),
-            starts,
+        let mut spans = vec![
+            Hit {
+                start: 0,
+                end: 0,
+                ends_before_start: 0,
+                ends_before_end: 0,
+            };
+            next as usize
+        ];
+        for &(c, hit) in flat {
+            if let Some(range) = ranges.get_mut(c as usize) {
+                spans[range.1 as usize] = hit;
+                range.1 += 1;
+            }
         }
+        let mut hits = Self {
+            spans,
+            ranges,
+            present,
+        };
+        for &c in shared {
+            let range = hits.range(c);
+            if let Some(bucket) = hits.spans.get_mut(range) {
+                bucket.sort_unstable();
+            }
+        }
+        hits
     }
 
-    fn get(&self, concept: u32) -> &[(usize, usize)] {
-        let c = concept as usize;
-        match (self.starts.get(c), self.starts.get(c + 1)) {
-            (Some(&a), Some(&b)) => self.spans.get(a as usize..b as usize).unwrap_or(&[]),
-            _ => &[],
+    fn has(&self, concept: u32) -> bool {
+        self.present
+            .get(concept as usize / 64)
+            .is_some_and(|w| w & (1 << (concept % 64)) != 0)
+    }
+
+    fn range(&self, concept: u32) -> std::ops::Range<usize> {
+        if !self.has(concept) {
+            return 0..0;
         }
+        let (start, end) = self.ranges[concept as usize];
+        start as usize..end as usize
+    }
+
+    fn get(&self, concept: u32) -> &[Hit] {
+        self.spans.get(self.range(concept)).unwrap_or(&[])
     }
 }
 
-fn match_rule(rule: &CompiledRule, hits: &Hits, text: &[u8]) -> Option<(usize, usize)> {
+impl Drop for Hits {
+    fn drop(&mut self) {
+        // Zero the entries this scan used and hand the table back.
+        for (w, &bits) in self.present.iter().enumerate() {
+            let mut bits = bits;
+            while bits != 0 {
+                let c = w * 64 + bits.trailing_zeros() as usize;
+                bits &= bits - 1;
+                if let Some(range) = self.ranges.get_mut(c) {
+                    *range = (0, 0);
+                }
+            }
+        }
+        let ranges = std::mem::take(&mut self.ranges);
+        RANGES.with(|cell| cell.set(ranges));
+    }
+}
+
+fn match_rule(rule: &CompiledRule, hits: &Hits) -> Option<(usize, usize)> {
     let (first, rest) = rule.elements.split_first()?;
     for &concept in &first.0 {
-        for &(s, e) in hits.get(concept) {
-            if let Some(end) = extend(rest, hits, text, e) {
-                return Some((s, end));
+        for hit in hits.get(concept) {
+            if let Some(end) = extend(rest, hits, hit) {
+                return Some((hit.start, end));
             }
         }
     }
     None
 }
 
-fn extend(
-    elements: &[(Vec<u32>, u32)],
-    hits: &Hits,
-    text: &[u8],
-    mut prev_end: usize,
-) -> Option<usize> {
+/// Follow `elements` from `prev`, each at the earliest hit after the previous
+/// one; the end of the last hit if every gap holds.
+fn extend(elements: &[(Vec<u32>, u32)], hits: &Hits, prev: &Hit) -> Option<usize> {
+    let mut prev = *prev;
     for (alts, gap) in elements {
-        let mut best: Option<(usize, usize)> = None;
+        let mut best: Option<Hit> = None;
         for &concept in alts {
             let list = hits.get(concept);
-            let i = list.partition_point(|h| h.0 < prev_end);
-            if let Some(&(s, e)) = list.get(i)
-                && best.is_none_or(|b| s < b.0)
+            let i = list.partition_point(|h| h.start < prev.end);
+            if let Some(&next) = list.get(i)
+                && best.is_none_or(|b| next.start < b.start)
             {
-                best = Some((s, e));
+                best = Some(next);
             }
         }
-        let (s, e) = best?;
-        if words_between(text, prev_end, s, *gap) > *gap {
+        let next = best?;
+        if prev.words_until(&next) > *gap {
             return None;
         }
-        prev_end = e;
+        prev = next;
     }
-    Some(prev_end)
-}
-
-/// Words strictly between byte `a` and byte `b` of the word view, counting no
-/// further than `limit + 1`.
-fn words_between(text: &[u8], a: usize, b: usize, limit: u32) -> u32 {
-    let mut spaces = 0u32;
-    for &byte in &text[a.min(b)..b] {
-        if byte == b' ' {
-            spaces += 1;
-            if spaces > limit + 1 {
-                break;
-            }
-        }
-    }
-    spaces.saturating_sub(1)
+    Some(prev.end)
 }
 
 impl Compiled {
     /// A rule set that matches nothing.
     pub(crate) fn empty() -> Self {
         Self {
-            ac: None,
-            targets: Vec::new(),
+            phrases: PhraseIndex::default(),
             gates: None,
             gate_targets: Vec::new(),
             regexes: Vec::new(),
+            line_local: Vec::new(),
             rules: Vec::new(),
+            check_alts: Vec::new(),
+            check_ends: Vec::new(),
             concepts: 0,
+            shared: Vec::new(),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::is_line_anchored;
+
+    #[test]
+    fn line_anchored_patterns_are_recognised() {
+        assert!(is_line_anchored(r"(?im)^\s*(?:system|admin)\s*:"));
+        assert!(is_line_anchored(r"(?m)^[|\]]a\|b"));
+        assert!(!is_line_anchored(r"(?m)^a|b"));
+        assert!(!is_line_anchored(r"(?m)^(?:a)|b"));
+        assert!(!is_line_anchored(r"(?i)^system"));
+        assert!(!is_line_anchored(r"(?im)system"));
     }
 }

@@ -25,6 +25,7 @@
 mod decode;
 mod engine;
 pub mod normalize;
+mod phrases;
 mod rules;
 
 use std::ops::Range;

@@ -54,6 +54,8 @@ pub struct Normalized {
     pub offsets: Vec<u32>,
     /// What was folded.
     pub signals: Signals,
+    /// Byte ranges of the words of `text` (start, end), in order.
+    pub(crate) words: Vec<(u32, u32)>,
 }
 
 impl Normalized {
@@ -263,6 +265,7 @@ fn flush_ascii_singles(
     text: &mut Vec<u8>,
     offsets: &mut Vec<u32>,
     signals: &mut Signals,
+    words: &mut Vec<(u32, u32)>,
 ) {
     if singles.is_empty() {
         return;
@@ -273,10 +276,12 @@ fn flush_ascii_singles(
             text.push(b' ');
             offsets.push(singles[0].1);
         }
+        let start = span_pos(text.len());
         for &(c, o) in singles.iter() {
             text.push(c);
             offsets.push(o);
         }
+        words.push((start, span_pos(text.len())));
     } else {
         for &(c, o) in singles.iter() {
             if !text.is_empty() {
@@ -285,6 +290,7 @@ fn flush_ascii_singles(
             }
             text.push(c);
             offsets.push(o);
+            words.push((span_pos(text.len() - 1), span_pos(text.len())));
         }
     }
     singles.clear();
@@ -299,6 +305,7 @@ fn normalize_ascii(bytes: &[u8]) -> Normalized {
     let mut offsets: Vec<u32> = Vec::with_capacity(n);
     let mut signals = Signals::default();
     let mut singles: Vec<(u8, u32)> = Vec::new();
+    let mut words: Vec<(u32, u32)> = Vec::with_capacity(n / 5 + 1);
     let at = |i: usize| u32::try_from(i).unwrap_or(u32::MAX);
     let mut i = 0;
     while i < n {
@@ -323,16 +330,31 @@ fn normalize_ascii(bytes: &[u8]) -> Normalized {
             if let Some(&(_, prev)) = singles.last()
                 && at(start).saturating_sub(prev) > 2
             {
-                flush_ascii_singles(&mut singles, &mut text, &mut offsets, &mut signals);
+                flush_ascii_singles(
+                    &mut singles,
+                    &mut text,
+                    &mut offsets,
+                    &mut signals,
+                    &mut words,
+                );
             }
             singles.push((word[0].to_ascii_lowercase(), at(start)));
             continue;
         }
-        flush_ascii_singles(&mut singles, &mut text, &mut offsets, &mut signals);
+        if !singles.is_empty() {
+            flush_ascii_singles(
+                &mut singles,
+                &mut text,
+                &mut offsets,
+                &mut signals,
+                &mut words,
+            );
+        }
         if !text.is_empty() {
             text.push(b' ');
             offsets.push(at(start));
         }
+        let word_start = span_pos(text.len());
         if has_digit && has_alpha && word.len() > 2 {
             signals.leet_words += 1;
             text.extend(word.iter().map(|b| {
@@ -342,17 +364,25 @@ fn normalize_ascii(bytes: &[u8]) -> Normalized {
         } else {
             text.extend(word.iter().map(u8::to_ascii_lowercase));
         }
+        words.push((word_start, span_pos(text.len())));
         match (u32::try_from(start), u32::try_from(i)) {
             (Ok(s), Ok(e)) => offsets.extend(s..e),
             _ => offsets.extend((start..i).map(at)),
         }
     }
-    flush_ascii_singles(&mut singles, &mut text, &mut offsets, &mut signals);
+    flush_ascii_singles(
+        &mut singles,
+        &mut text,
+        &mut offsets,
+        &mut signals,
+        &mut words,
+    );
     Normalized {
         // Only ASCII bytes were pushed.
         text: String::from_utf8(text).unwrap_or_default(),
         offsets,
         signals,
+        words,
     }
 }
 
@@ -362,6 +392,7 @@ fn normalize_unicode(input: &str) -> Normalized {
             text: String::with_capacity(input.len()),
             offsets: Vec::with_capacity(input.len()),
             signals: Signals::default(),
+            words: Vec::new(),
         },
         word: Word::new(),
         singles: Vec::new(),
@@ -413,7 +444,32 @@ fn normalize_unicode(input: &str) -> Normalized {
     let end = u32::try_from(input.len()).unwrap_or(u32::MAX);
     b.flush_word(end);
     b.flush_singles();
+    b.out.words = word_spans(&b.out.text);
     b.out
+}
+
+/// A text length or position as a span bound (texts past 4 GiB saturate; the
+/// scanner's windows are far smaller).
+fn span_pos(at: usize) -> u32 {
+    u32::try_from(at).unwrap_or(u32::MAX)
+}
+
+/// The byte ranges of the space-separated words of `text`.
+pub(crate) fn word_spans(text: &str) -> Vec<(u32, u32)> {
+    let mut words = Vec::with_capacity(text.len() / 5 + 1);
+    let mut start = 0;
+    for (i, b) in text.bytes().enumerate() {
+        if b == b' ' {
+            if i > start {
+                words.push((span_pos(start), span_pos(i)));
+            }
+            start = i + 1;
+        }
+    }
+    if text.len() > start {
+        words.push((span_pos(start), span_pos(text.len())));
+    }
+    words
 }
 
 enum Invisible {
@@ -543,8 +599,21 @@ mod tests {
             let fast = normalize_ascii(s.as_bytes());
             let slow = normalize_unicode(s);
             assert_eq!(fast.text, slow.text, "{s:?}");
+            assert_eq!(fast.words, slow.words, "{s:?}");
+            assert_eq!(fast.words, word_spans(&fast.text), "{s:?}");
             assert_eq!(fast.offsets, slow.offsets, "{s:?}");
             assert_eq!(fast.signals, slow.signals, "{s:?}");
+        }
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig { cases: 300, ..Default::default() })]
+
+        #[test]
+        fn word_ranges_are_the_words_of_the_text(input in "(\\PC|[a-z] |[0-9]|\u{200b}| ){0,120}") {
+            let n = normalize(&input);
+            proptest::prop_assert_eq!(&n.words, &word_spans(&n.text));
+            proptest::prop_assert_eq!(n.offsets.len(), n.text.len());
         }
     }
 

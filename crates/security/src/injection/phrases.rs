@@ -1,0 +1,444 @@
+//! Whole-word phrase matching over the normalised word view.
+//!
+//! Every lexicon phrase is a sequence of words (the last one optionally a
+//! prefix). The index maps each distinct dictionary word to an id with one hash
+//! lookup, and phrases form a trie over those ids. A scan splits the word view
+//! at its single spaces, looks each word up once, and walks the trie only from
+//! words that start some phrase, so its cost is one lookup per word plus a few
+//! steps per candidate — most words of ordinary prose are in no phrase at all.
+//! Single-word prefix entries (`instruct*`) are checked against a list bucketed
+//! by first byte.
+
+use std::ops::Range;
+
+use rustc_hash::FxHashMap;
+
+use super::engine::Hit;
+
+/// No word, node or concept.
+const NONE: u32 = u32::MAX;
+
+#[derive(Debug, Default)]
+struct Node {
+    /// Concepts of the phrases that end at this node.
+    concepts: Range<u32>,
+    /// Next word (dictionary id) → child node, sorted by word id.
+    children: Vec<(u32, u32)>,
+    /// Phrases that end with a prefix word after this node.
+    prefixes: Vec<Prefix>,
+}
+
+/// A word of at most eight bytes packed into an integer (words hold no NUL, so
+/// the zero padding cannot collide), for a hash lookup without a byte compare.
+fn short_key(word: &[u8]) -> Option<u64> {
+    if word.len() > 8 {
+        return None;
+    }
+    let mut buf = [0u8; 8];
+    buf[..word.len()].copy_from_slice(word);
+    Some(u64::from_le_bytes(buf))
+}
+
+/// A prefix entry with its first (up to) eight bytes packed for a quick test.
+#[derive(Debug)]
+struct Prefix {
+    head: u64,
+    mask: u64,
+    bytes: Box<[u8]>,
+    concepts: Range<u32>,
+}
+
+impl Prefix {
+    fn new(bytes: Box<[u8]>, concepts: Range<u32>) -> Self {
+        let n = bytes.len().min(8);
+        let mut head = [0u8; 8];
+        head[..n].copy_from_slice(&bytes[..n]);
+        let mask = if n == 8 {
+            u64::MAX
+        } else {
+            (1u64 << (8 * n)) - 1
+        };
+        Self {
+            head: u64::from_le_bytes(head),
+            mask,
+            bytes,
+            concepts,
+        }
+    }
+
+    /// Whether `word` (with `packed`, its first eight bytes) starts with this prefix.
+    fn matches(&self, word: &[u8], packed: u64) -> bool {
+        packed & self.mask == self.head
+            && word.len() >= self.bytes.len()
+            && (self.bytes.len() <= 8 || word.starts_with(&self.bytes))
+    }
+}
+
+/// The first eight bytes of the word at `bytes[s..e]`, zero padded: one
+/// unaligned load masked to the word where the text extends far enough.
+fn head_at(bytes: &[u8], s: usize, e: usize) -> u64 {
+    let len = (e - s).min(8);
+    let mut buf = [0u8; 8];
+    match bytes.get(s..s + 8) {
+        Some(eight) => {
+            buf.copy_from_slice(eight);
+            let shift = 8 * (8 - len) as u32;
+            u64::from_le_bytes(buf) & u64::MAX.checked_shr(shift).unwrap_or(0)
+        }
+        None => {
+            buf[..len].copy_from_slice(&bytes[s..s + len]);
+            u64::from_le_bytes(buf)
+        }
+    }
+}
+
+/// The compiled phrase dictionary.
+#[derive(Debug, Default)]
+pub(crate) struct PhraseIndex {
+    /// Dictionary words of up to eight bytes (packed) → word id.
+    short: FxHashMap<u64, u32>,
+    /// Longer dictionary words → word id.
+    words: FxHashMap<Box<[u8]>, u32>,
+    /// Word id → the trie node of phrases starting with that word, or `NONE`.
+    roots: Vec<u32>,
+    nodes: Vec<Node>,
+    /// Concept lists referenced by nodes and prefixes.
+    concept_pool: Vec<u32>,
+    /// First byte → single-word prefix entries starting with it.
+    root_prefixes: Vec<Vec<Prefix>>,
+    /// First byte → the second bytes of its prefix entries (a 256-bit set), so
+    /// most words skip the bucket with one test.
+    root_second: Vec<[u64; 4]>,
+    /// Building only: concepts per node and per prefix before pooling.
+    pending: Vec<Vec<u32>>,
+    pending_prefixes: Vec<(u32, Box<[u8]>, Vec<u32>)>,
+}
+
+impl PhraseIndex {
+    /// Add `phrase` (normalised words separated by single spaces) for `concept`;
+    /// with `prefix`, its last word matches any word it begins.
+    pub(crate) fn add(&mut self, phrase: &str, prefix: bool, concept: u32) {
+        let words: Vec<&str> = phrase.split(' ').filter(|w| !w.is_empty()).collect();
+        let Some((last, init)) = words.split_last() else {
+            return;
+        };
+        let exact = if prefix { init } else { &words[..] };
+        // Walk (creating) the exact words.
+        let mut node = NONE;
+        for word in exact {
+            let id = self.word_id(word.as_bytes());
+            node = if node == NONE {
+                let root = self.roots[id as usize];
+                if root == NONE {
+                    let fresh = self.new_node();
+                    self.roots[id as usize] = fresh;
+                    fresh
+                } else {
+                    root
+                }
+            } else {
+                let children = &self.nodes[node as usize].children;
+                match children.binary_search_by_key(&id, |c| c.0) {
+                    Ok(i) => children[i].1,
+                    Err(i) => {
+                        let fresh = self.new_node();
+                        self.nodes[node as usize].children.insert(i, (id, fresh));
+                        fresh
+                    }
+                }
+            };
+        }
+        let bytes: Box<[u8]> = last.as_bytes().into();
+        if !prefix {
+            let list = &mut self.pending[node as usize];
+            if !list.contains(&concept) {
+                list.push(concept);
+            }
+            return;
+        }
+        match self
+            .pending_prefixes
+            .iter_mut()
+            .find(|(n, p, _)| *n == node && *p == bytes)
+        {
+            Some((_, _, list)) => {
+                if !list.contains(&concept) {
+                    list.push(concept);
+                }
+            }
+            None => self.pending_prefixes.push((node, bytes, vec![concept])),
+        }
+    }
+
+    fn word_id(&mut self, word: &[u8]) -> u32 {
+        let known = self.lookup(word);
+        if known != NONE {
+            return known;
+        }
+        let id = u32::try_from(self.roots.len()).unwrap_or(NONE);
+        match short_key(word) {
+            Some(key) => self.short.insert(key, id),
+            None => self.words.insert(word.into(), id),
+        };
+        self.roots.push(NONE);
+        id
+    }
+
+    /// The id of a dictionary word, or `NONE`.
+    fn lookup(&self, word: &[u8]) -> u32 {
+        let found = match short_key(word) {
+            Some(key) => self.short.get(&key),
+            None => self.words.get(word),
+        };
+        found.copied().unwrap_or(NONE)
+    }
+
+    fn new_node(&mut self) -> u32 {
+        self.nodes.push(Node::default());
+        self.pending.push(Vec::new());
+        u32::try_from(self.nodes.len() - 1).unwrap_or(NONE)
+    }
+
+    fn pool(pool: &mut Vec<u32>, concepts: &[u32]) -> Range<u32> {
+        let start = u32::try_from(pool.len()).unwrap_or(NONE);
+        pool.extend_from_slice(concepts);
+        start..u32::try_from(pool.len()).unwrap_or(NONE)
+    }
+
+    /// Finish building: pool the concept lists.
+    pub(crate) fn finish(&mut self) {
+        let pending = std::mem::take(&mut self.pending);
+        for (node, concepts) in pending.iter().enumerate() {
+            self.nodes[node].concepts = Self::pool(&mut self.concept_pool, concepts);
+        }
+        self.root_prefixes = (0..256).map(|_| Vec::new()).collect();
+        self.root_second = vec![[0; 4]; 256];
+        for (node, prefix, concepts) in std::mem::take(&mut self.pending_prefixes) {
+            let range = Self::pool(&mut self.concept_pool, &concepts);
+            let first = prefix.first().copied().unwrap_or(0);
+            let prefix = Prefix::new(prefix, range);
+            if node == NONE {
+                let second = &mut self.root_second[usize::from(first)];
+                match prefix.bytes.get(1) {
+                    Some(&b) => second[usize::from(b / 64)] |= 1 << (b % 64),
+                    None => *second = [u64::MAX; 4],
+                }
+                self.root_prefixes[usize::from(first)].push(prefix);
+            } else {
+                self.nodes[node as usize].prefixes.push(prefix);
+            }
+        }
+    }
+
+    /// Whether the index holds no phrase.
+    pub(crate) fn is_empty(&self) -> bool {
+        self.short.is_empty()
+            && self.nodes.is_empty()
+            && self.root_prefixes.iter().all(Vec::is_empty)
+    }
+
+    /// Push `(concept, hit)` for every phrase occurrence in `text`, a word view
+    /// whose words are at `words` (byte ranges, in order).
+    pub(crate) fn scan(&self, text: &str, words: &[(u32, u32)], out: &mut Vec<(u32, Hit)>) {
+        let bytes = text.as_bytes();
+        let spans = words;
+        // First eight bytes and dictionary id of every word, once per word.
+        let mut heads: Vec<u64> = Vec::with_capacity(spans.len());
+        let mut ids: Vec<u32> = Vec::with_capacity(spans.len());
+        for &(s, e) in spans {
+            let (s, e) = (s as usize, e as usize);
+            let head = head_at(bytes, s, e);
+            let id = if e - s <= 8 {
+                self.short.get(&head).copied()
+            } else {
+                self.words.get(&bytes[s..e]).copied()
+            };
+            heads.push(head);
+            ids.push(id.unwrap_or(NONE));
+        }
+        let pool = &self.concept_pool;
+        let emit = |range: &Range<u32>, first: usize, last: usize, out: &mut Vec<(u32, Hit)>| {
+            let hit = Hit::words(spans, first, last);
+            for &c in &pool[range.start as usize..range.end as usize] {
+                out.push((c, hit));
+            }
+        };
+        for (i, &(s, e)) in spans.iter().enumerate() {
+            let word = &bytes[s as usize..e as usize];
+            let first = usize::from(word.first().copied().unwrap_or(0));
+            let second = (heads[i] >> 8) as u8;
+            if self
+                .root_second
+                .get(first)
+                .is_some_and(|set| set[usize::from(second / 64)] & (1 << (second % 64)) != 0)
+            {
+                for prefix in &self.root_prefixes[first] {
+                    if prefix.matches(word, heads[i]) {
+                        emit(&prefix.concepts, i, i, out);
+                    }
+                }
+            }
+            let id = ids[i];
+            if id == NONE {
+                continue;
+            }
+            let mut node = self.roots[id as usize];
+            let mut j = i;
+            while node != NONE {
+                let n = &self.nodes[node as usize];
+                emit(&n.concepts, i, j, out);
+                let Some(&(ns, ne)) = spans.get(j + 1) else {
+                    break;
+                };
+                let (ns, ne) = (ns as usize, ne as usize);
+                if !n.prefixes.is_empty() {
+                    let next = &bytes[ns..ne];
+                    for prefix in &n.prefixes {
+                        if prefix.matches(next, heads[j + 1]) {
+                            emit(&prefix.concepts, i, j + 1, out);
+                        }
+                    }
+                }
+                let next_id = ids[j + 1];
+                node = if next_id == NONE {
+                    NONE
+                } else {
+                    n.children
+                        .binary_search_by_key(&next_id, |c| c.0)
+                        .map_or(NONE, |k| n.children[k].1)
+                };
+                j += 1;
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn index(entries: &[(&str, bool, u32)]) -> PhraseIndex {
+        let mut index = PhraseIndex::default();
+        for &(p, prefix, c) in entries {
+            index.add(p, prefix, c);
+        }
+        index.finish();
+        index
+    }
+
+    fn hits(index: &PhraseIndex, text: &str) -> Vec<(u32, String)> {
+        let mut out = Vec::new();
+        let words = crate::injection::normalize::word_spans(text);
+        index.scan(text, &words, &mut out);
+        out.into_iter()
+            .map(|(c, h)| (c, text[h.start..h.end].to_owned()))
+            .collect()
+    }
+
+    #[test]
+    fn matches_whole_words_and_phrases_only() {
+        let index = index(&[
+            ("ignore", false, 0),
+            ("do not follow", false, 1),
+            ("do not", false, 2),
+        ]);
+        assert_eq!(
+            hits(&index, "ignored ignore do not follow x"),
+            vec![
+                (0, "ignore".to_owned()),
+                (2, "do not".to_owned()),
+                (1, "do not follow".to_owned()),
+            ]
+        );
+        assert!(hits(&index, "do no follow").is_empty());
+    }
+
+    #[test]
+    fn prefix_entries_cover_the_rest_of_their_word() {
+        let index = index(&[("instruct", true, 0), ("that precede", true, 1)]);
+        assert_eq!(
+            hits(&index, "the instructions that preceded"),
+            vec![
+                (0, "instructions".to_owned()),
+                (1, "that preceded".to_owned())
+            ]
+        );
+        assert!(hits(&index, "reinstruct that").is_empty());
+    }
+
+    /// Every occurrence, found the slow way: each phrase tried at each word.
+    fn naive(entries: &[(String, bool, u32)], text: &str) -> Vec<(u32, usize, usize)> {
+        let words: Vec<&str> = text.split(' ').collect();
+        let mut out = Vec::new();
+        for (phrase, prefix, concept) in entries {
+            let parts: Vec<&str> = phrase.split(' ').collect();
+            for i in 0..words.len() {
+                let Some(window) = words.get(i..i + parts.len()) else {
+                    continue;
+                };
+                let ok = window.iter().zip(&parts).enumerate().all(|(k, (w, p))| {
+                    if *prefix && k == parts.len() - 1 {
+                        w.starts_with(p)
+                    } else {
+                        w == p
+                    }
+                });
+                if ok {
+                    out.push((*concept, i, i + parts.len() - 1));
+                }
+            }
+        }
+        out.sort_unstable();
+        out.dedup();
+        out
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig { cases: 200, ..Default::default() })]
+
+        #[test]
+        fn finds_exactly_what_a_naive_search_finds(
+            entries in proptest::collection::vec(
+                (proptest::collection::vec("(ab|a|b|ba|abc|bb|abcdefghij|abcdefghijk)", 1..4), proptest::bool::ANY, 0u32..6),
+                1..12,
+            ),
+            text in proptest::collection::vec("(ab|a|b|ba|abc|bb|abcd|abcdefghij|abcdefghijkl)", 1..40),
+        ) {
+            let entries: Vec<(String, bool, u32)> =
+                entries.into_iter().map(|(words, prefix, c)| (words.join(" "), prefix, c)).collect();
+            let text = text.join(" ");
+            let mut index = PhraseIndex::default();
+            for (phrase, prefix, concept) in &entries {
+                index.add(phrase, *prefix, *concept);
+            }
+            index.finish();
+            let words = crate::injection::normalize::word_spans(&text);
+            let mut found = Vec::new();
+            index.scan(&text, &words, &mut found);
+            let mut found: Vec<(u32, usize, usize)> = found
+                .into_iter()
+                .map(|(c, h)| {
+                    let first = words.iter().position(|w| w.0 as usize == h.start).unwrap();
+                    let last = words.iter().position(|w| w.1 as usize == h.end).unwrap();
+                    (c, first, last)
+                })
+                .collect();
+            found.sort_unstable();
+            found.dedup();
+            proptest::prop_assert_eq!(found, naive(&entries, &text));
+        }
+    }
+
+    #[test]
+    fn one_phrase_may_feed_several_concepts() {
+        let index = index(&[
+            ("rules", false, 3),
+            ("rules", false, 5),
+            ("rules", false, 3),
+        ]);
+        assert_eq!(
+            hits(&index, "rules"),
+            vec![(3, "rules".to_owned()), (5, "rules".to_owned())]
+        );
+    }
+}
