@@ -132,6 +132,17 @@ impl AgentReducer {
         Self { config, screen }
     }
 
+    /// The security screen's verdict on `content`: `Some(reason)` when the
+    /// reducer would block it.
+    pub fn screen(&self, content: &str) -> Option<String> {
+        (self.screen)(content)
+    }
+
+    /// The agent settings.
+    pub fn config(&self) -> &AgentConfig {
+        &self.config
+    }
+
     /// Keep at most `max_messages`, never dropping the system prompt.
     fn prune(&self, state: &mut AgentState) {
         let max = self.config.max_messages;

@@ -370,6 +370,9 @@ async fn end_conversation(
 #[serde(deny_unknown_fields)]
 struct SendMessage {
     content: String,
+    /// Answer with server-sent events as the turn progresses.
+    #[serde(default)]
+    stream: bool,
 }
 
 async fn send_message(
@@ -395,6 +398,11 @@ async fn send_message(
         .ok_or_else(|| AgentError::NotFound(format!("conversation {id}")))?;
     if locked.conversation().state.status == Status::Ended {
         return Err(AgentError::InvalidInput("the conversation has ended".into()).into());
+    }
+    // A message the screen blocks takes the plain path below (400, incident,
+    // audit) even when a stream was asked for: there is nothing to stream.
+    if body.stream && app.reducer.screen(content).is_none() {
+        return Ok(crate::stream::turn(app, locked, id, content.to_owned()).into_response());
     }
     let state = run_agent(
         &app,

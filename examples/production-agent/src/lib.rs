@@ -27,6 +27,7 @@ pub mod conversations;
 pub mod http;
 pub mod llm;
 pub mod storage;
+pub mod stream;
 pub mod tools;
 
 use std::sync::Arc;
