@@ -117,6 +117,11 @@ impl RuleSet {
 
     fn parse_unchecked(text: &str) -> Result<Self, SecurityError> {
         let mut set = RuleSet::default();
+        // Rule names defined in this text, with their lines: a second
+        // definition in one text is a mistake (replacing a rule is what
+        // `extend_from_str` is for).
+        let mut rule_lines: std::collections::HashMap<String, usize> =
+            std::collections::HashMap::new();
         for (index, raw) in text.lines().enumerate() {
             let line_no = index + 1;
             let err = |reason: String| SecurityError::Rules {
@@ -192,6 +197,11 @@ impl RuleSet {
                         return Err(err(format!("rule {name}: weight must be finite")));
                     }
                     let elements = parse_elements(body).map_err(err)?;
+                    if let Some(first) = rule_lines.insert(name.clone(), line_no) {
+                        return Err(err(format!(
+                            "rule {name} is already defined on line {first}"
+                        )));
+                    }
                     set.add_rule(RuleDef {
                         name,
                         family,
@@ -311,6 +321,23 @@ fn parse_elements(body: &str) -> Result<Vec<ElementDef>, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_rule_defined_twice_in_one_text_is_an_error() {
+        let text = "lex A: a\nrule r.one f 1.0: @A\nrule r.one f 0.5: @A\n";
+        match RuleSet::parse(text) {
+            Err(SecurityError::Rules { line, reason }) => {
+                assert_eq!(line, 3);
+                assert!(reason.contains("already defined on line 2"), "{reason}");
+            }
+            other => panic!("expected an error, got {other:?}"),
+        }
+        // Replacing a rule from another text is allowed.
+        let mut set = RuleSet::parse("lex A: a\nrule r.one f 1.0: @A\n").unwrap();
+        set.extend_from_str("rule r.one f 0.5: @A\n").unwrap();
+        assert_eq!(set.rules.len(), 1);
+        assert!((set.rules[0].weight - 0.5).abs() < f32::EPSILON);
+    }
 
     #[test]
     fn builtin_rules_parse() {
