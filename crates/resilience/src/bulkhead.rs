@@ -137,13 +137,15 @@ pub struct Bulkhead {
 pub struct BulkheadPermit<'a> {
     bulkhead: &'a Bulkhead,
     permit: Option<SemaphorePermit<'a>>,
+    /// Whether the active gauge counts this permit.
+    counted: bool,
 }
 
 impl Drop for BulkheadPermit<'_> {
     #[inline]
     fn drop(&mut self) {
         if let Some(permit) = self.permit.take()
-            && self.bulkhead.released()
+            && self.bulkhead.released(self.counted)
         {
             permit.forget();
         }
@@ -161,7 +163,7 @@ pub struct OwnedBulkheadPermit {
 impl Drop for OwnedBulkheadPermit {
     fn drop(&mut self) {
         if let Some(permit) = self.permit.take()
-            && self.bulkhead.released()
+            && self.bulkhead.released(true)
         {
             permit.forget();
         }
@@ -245,10 +247,36 @@ impl Bulkhead {
     }
 
     /// Run `operation` in a slot, waiting up to the acquire timeout for one.
+    ///
+    /// The `bulkhead_active_requests` gauge counts the operation from its first
+    /// suspension to its end: an operation that completes in its first poll
+    /// holds its slot (see [`active`](Self::active)) but costs the gauge
+    /// nothing, since no scrape could run while it held the thread.
     #[inline]
     pub async fn execute<F: Future>(&self, operation: F) -> Result<F::Output, BulkheadError> {
-        let _permit = self.acquire().await?;
-        Ok(operation.await)
+        let permit = match self.semaphore.try_acquire() {
+            Ok(permit) => permit,
+            Err(TryAcquireError::NoPermits | TryAcquireError::Closed) => {
+                self.wait(|| self.semaphore.acquire()).await?
+            }
+        };
+        let mut permit = BulkheadPermit {
+            bulkhead: self,
+            permit: Some(permit),
+            counted: false,
+        };
+        let mut operation = std::pin::pin!(operation);
+        let output = std::future::poll_fn(|cx| {
+            let poll = operation.as_mut().poll(cx);
+            if poll.is_pending() && !permit.counted {
+                permit.counted = true;
+                self.metrics.active.increment(1.0);
+            }
+            poll
+        })
+        .await;
+        drop(permit);
+        Ok(output)
     }
 
     /// Take a slot, waiting up to the acquire timeout.
@@ -294,6 +322,7 @@ impl Bulkhead {
         BulkheadPermit {
             bulkhead: self,
             permit: Some(permit),
+            counted: true,
         }
     }
 
@@ -341,11 +370,14 @@ impl Bulkhead {
         }
     }
 
-    /// A slot came back: count it, and say whether it must be retired
-    /// (forgotten) because `max_concurrent` was lowered meanwhile.
+    /// A slot came back: count it (if the gauge `counted` it), and say whether
+    /// it must be retired (forgotten) because `max_concurrent` was lowered
+    /// meanwhile.
     #[inline]
-    fn released(&self) -> bool {
-        self.metrics.active.decrement(1.0);
+    fn released(&self, counted: bool) -> bool {
+        if counted {
+            self.metrics.active.decrement(1.0);
+        }
         self.retire.load(Ordering::Relaxed) > 0 && self.take_retirement()
     }
 

@@ -256,3 +256,68 @@ async fn metrics_count_what_happens() {
         Some(&DebugValue::Counter(1))
     );
 }
+
+#[tokio::test(start_paused = true)]
+async fn the_active_gauge_counts_operations_that_hold_a_slot_across_an_await() {
+    let recorder = DebuggingRecorder::new();
+    let snapshotter = recorder.snapshotter();
+    let bulkhead = Arc::new(::metrics::with_local_recorder(&recorder, || {
+        Bulkhead::new(
+            "gauge",
+            BulkheadConfig {
+                max_concurrent: 4,
+                acquire_timeout: Duration::from_secs(1),
+            },
+        )
+    }));
+    // The debugging recorder hands out a gauge's change since the last
+    // snapshot (it swaps the value to zero), so keep the running level.
+    let level = std::cell::Cell::new(0.0f64);
+    let active = || {
+        let change = snapshotter
+            .snapshot()
+            .into_vec()
+            .into_iter()
+            .find(|(k, _, _, _)| k.key().name() == "bulkhead_active_requests")
+            .map(|(_, _, _, v)| v);
+        match change {
+            Some(DebugValue::Gauge(v)) => level.set(level.get() + v.into_inner()),
+            other => panic!("no active gauge: {other:?}"),
+        }
+        level.get()
+    };
+    let gauge = |n: f64| n;
+
+    // Done in its first poll: the slot was held, the gauge never moved.
+    assert_eq!(bulkhead.execute(async { 7 }).await.unwrap(), 7);
+    assert_eq!(active(), gauge(0.0));
+
+    // Suspended: counted until it completes.
+    let (done, wait) = tokio::sync::oneshot::channel::<()>();
+    let b = Arc::clone(&bulkhead);
+    let task = tokio::spawn(async move { b.execute(wait).await });
+    tokio::task::yield_now().await;
+    assert_eq!(active(), gauge(1.0));
+    assert_eq!(bulkhead.active(), 1);
+    done.send(()).unwrap();
+    task.await.unwrap().unwrap().unwrap();
+    assert_eq!(active(), gauge(0.0));
+    assert_eq!(bulkhead.active(), 0);
+
+    // Cancelled while suspended: uncounted again.
+    let (_keep, wait) = tokio::sync::oneshot::channel::<()>();
+    let b = Arc::clone(&bulkhead);
+    let task = tokio::spawn(async move { b.execute(wait).await });
+    tokio::task::yield_now().await;
+    assert_eq!(active(), gauge(1.0));
+    task.abort();
+    assert!(task.await.unwrap_err().is_cancelled());
+    assert_eq!(active(), gauge(0.0));
+    assert_eq!(bulkhead.active(), 0);
+
+    // A permit taken by hand is counted while held.
+    let permit = bulkhead.try_acquire().unwrap();
+    assert_eq!(active(), gauge(1.0));
+    drop(permit);
+    assert_eq!(active(), gauge(0.0));
+}
