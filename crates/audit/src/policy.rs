@@ -105,6 +105,19 @@ impl EventPolicy {
     /// Also rejects NUL characters, which PostgreSQL text cannot hold, so an
     /// event is accepted or refused the same way by every store.
     pub fn apply(&self, mut event: AuditEvent) -> Result<AuditEvent, AuditError> {
+        self.check(&event)?;
+        for (key, value) in &mut event.metadata {
+            if self.is_secret_key(key) {
+                REDACTED.clone_into(value);
+            }
+        }
+        event.chain = None;
+        Ok(event)
+    }
+
+    /// The checks of [`apply`](Self::apply) without the copy: whether the
+    /// event would be accepted.
+    pub fn check(&self, event: &AuditEvent) -> Result<(), AuditError> {
         self.check_field("actor", &event.actor)?;
         self.check_field("action", &event.action)?;
         for (name, value) in [
@@ -123,16 +136,13 @@ impl EventPolicy {
                 self.max_metadata_entries
             )));
         }
-        for (key, value) in &mut event.metadata {
+        for (key, value) in &event.metadata {
             self.check_field("metadata key", key)?;
-            if self.is_secret_key(key) {
-                REDACTED.clone_into(value);
-            } else {
+            if !self.is_secret_key(key) {
                 self.check_field("metadata value", value)?;
             }
         }
-        event.chain = None;
-        Ok(event)
+        Ok(())
     }
 
     fn check_field(&self, name: &str, value: &str) -> Result<(), AuditError> {

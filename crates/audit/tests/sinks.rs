@@ -165,3 +165,26 @@ async fn fan_out_fails_when_any_store_fails_and_a_retry_is_safe() {
     assert!(fan_out.log(event).await.is_err());
     assert_eq!(primary.count().await, 1);
 }
+
+#[tokio::test]
+async fn with_nobody_listening_the_sink_still_checks_then_stores() {
+    // No subscriber: the sink skips the copy and the formatting, not the checks.
+    let store = Arc::new(InMemoryAuditLogger::new());
+    let logger = TracingAuditLogger::new(store.clone());
+    assert!(!tracing::enabled!(target: "audit", tracing::Level::WARN));
+    let bad = AuditEvent::new(AuditEventType::Security, "u\0", "scan", false);
+    assert!(matches!(
+        logger.log(bad).await,
+        Err(AuditError::InvalidEvent(_))
+    ));
+    logger
+        .log(
+            AuditEvent::new(AuditEventType::Security, "u", "scan", true)
+                .with_metadata("api_key", "sk-1234"),
+        )
+        .await
+        .unwrap();
+    assert_eq!(store.count().await, 1);
+    let stored = store.get_recent_events(1).await.unwrap();
+    assert_ne!(stored[0].metadata["api_key"], "sk-1234");
+}

@@ -255,7 +255,7 @@ impl BruteForceDetector {
     /// (the source's does not, so stuffing from it is still seen).
     pub fn record_success(&self, _source: &str, account: &str) {
         let mut state = self.lock();
-        if let Some(window) = state.accounts.get_mut(&account.to_owned()) {
+        if let Some(window) = state.accounts.get_mut(account) {
             window.clear();
         }
     }
@@ -267,8 +267,11 @@ impl BruteForceDetector {
 
     /// How long `source` stays blocked, if it is.
     pub fn block_remaining(&self, source: &str) -> Option<Duration> {
-        let now = Instant::now();
         let state = self.lock();
+        if state.blocked.is_empty() {
+            return None;
+        }
+        let now = Instant::now();
         state
             .blocked
             .get(source)
