@@ -9,9 +9,10 @@
 //!
 //! * **Durable acknowledgement.** `log(event).await` returns `Ok` only after
 //!   the transaction holding the event has committed.
-//! * **Group commit.** Concurrent callers share transactions (one binary
-//!   `COPY` per batch, four round trips in all), so throughput rises with
-//!   concurrency.
+//! * **Group commit.** Concurrent callers share transactions (one statement
+//!   and one round trip per batch while this writer alone moves the chain; a
+//!   locked transaction with a binary `COPY` when it must re-read the head),
+//!   so throughput rises with concurrency.
 //!   [`max_batch_size`](PostgresAuditConfig::max_batch_size) and
 //!   [`linger`](PostgresAuditConfig::linger) tune it.
 //! * **Bounded memory, explicit backpressure.** The queue holds at most

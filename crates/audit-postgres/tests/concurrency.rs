@@ -109,3 +109,35 @@ async fn replicas_on_one_database_extend_one_chain() {
     }
     db.drop_db().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_event_logged_again_is_stored_once_and_the_chain_goes_on() {
+    let db = TestDb::new().await;
+    let store = PostgresAuditLogger::connect(&db.url).await.unwrap();
+    let first = AuditEvent::new(AuditEventType::DataAccess, "alice", "read", true);
+    store.log(first.clone()).await.unwrap();
+    // The writer now knows the head and takes its one-statement path; the
+    // repeated id sends it down the careful path, which skips the duplicate.
+    store.log(first.clone()).await.unwrap();
+    store
+        .log(AuditEvent::new(
+            AuditEventType::DataAccess,
+            "alice",
+            "write",
+            true,
+        ))
+        .await
+        .unwrap();
+    // A repeat inside one batch is stored once too.
+    let again = AuditEvent::new(AuditEventType::DataAccess, "bob", "read", true);
+    let (a, b) = tokio::join!(store.log(again.clone()), store.log(again.clone()));
+    a.unwrap();
+    b.unwrap();
+    assert_eq!(store.count().await, 3);
+    let report = store.verify(VerifyRange::all()).await.unwrap();
+    assert!(report.is_valid(), "{report:?}");
+    assert_eq!(report.checked, 3);
+    store.close().await.unwrap();
+    store.pool().close().await;
+    db.drop_db().await;
+}
