@@ -1,8 +1,8 @@
 //! Project automation, in Rust so it runs wherever cargo does.
 //!
 //! * `cargo xtask test`  — everything CI runs: format check, clippy with
-//!   `-D warnings`, the whole test suite (nextest when installed), doctests and
-//!   a warning-free `cargo doc`. Checks first that PostgreSQL is reachable.
+//!   `-D warnings`, the whole test suite (nextest when installed), the loom
+//!   models, doctests and a warning-free `cargo doc`. Checks first that PostgreSQL is reachable.
 //! * `cargo xtask bench [NAME…]` — runs the criterion benchmarks and prints
 //!   each measured type's ratio to its anchor.
 
@@ -44,7 +44,7 @@ usage: cargo xtask <command>
 
 commands:
   test           format check, clippy -D warnings, all tests (nextest if installed),
-                 doctests and cargo doc; needs PostgreSQL (DATABASE_URL, default
+                 loom models, doctests and cargo doc; needs PostgreSQL (DATABASE_URL, default
                  postgres://postgres@127.0.0.1:5432/postgres)
   bench [NAME…]  run criterion benchmarks (all, or those matching NAME) and print
                  ratios of each measured type to its anchor
@@ -107,6 +107,29 @@ fn test(args: &[String]) -> Result<(), String> {
             &env,
         )?;
     }
+    // The loom models build the resilience crate with loom's atomics: a
+    // separate target directory keeps the main build's artefacts valid.
+    let loom_target = env::var("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|_| root.join("target"))
+        .join("loom");
+    let loom_target = loom_target.to_string_lossy().into_owned();
+    step(
+        &root,
+        "loom models",
+        &[
+            "test",
+            "-p",
+            "agent-patterns-resilience",
+            "--lib",
+            "--release",
+            "loom_models",
+        ],
+        &[
+            ("RUSTFLAGS", "--cfg agent_patterns_loom"),
+            ("CARGO_TARGET_DIR", loom_target.as_str()),
+        ],
+    )?;
     step(
         &root,
         "doctests",

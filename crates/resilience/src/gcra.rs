@@ -26,7 +26,21 @@
 //! `tat` and `c` share one `AtomicU64` (58 + 6 bits), updated by compare-and-swap;
 //! no lock is taken and nothing allocates.
 
+// Under `--cfg agent_patterns_loom` the state machine runs on loom's atomics,
+// so the loom models at the end of this file explore its interleavings.
+#[cfg(agent_patterns_loom)]
+use loom::sync::atomic::{AtomicU64, Ordering};
+#[cfg(not(agent_patterns_loom))]
 use std::sync::atomic::{AtomicU64, Ordering};
+
+/// Wait a moment for a frozen word (a parameter change in progress).
+#[inline]
+fn backoff() {
+    #[cfg(agent_patterns_loom)]
+    loom::thread::yield_now();
+    #[cfg(not(agent_patterns_loom))]
+    std::hint::spin_loop();
+}
 
 use crate::clock::Clock;
 
@@ -143,7 +157,7 @@ impl State {
         loop {
             let (tat, c) = unpack(word);
             if c == FROZEN {
-                std::hint::spin_loop();
+                backoff();
                 word = self.word.load(Ordering::Acquire);
                 continue;
             }
@@ -306,7 +320,7 @@ impl State {
         let (tat, c) = loop {
             let (tat, c) = unpack(word);
             if c == FROZEN {
-                std::hint::spin_loop();
+                backoff();
                 word = self.word.load(Ordering::Acquire);
                 continue;
             }
@@ -436,5 +450,112 @@ mod tests {
         assert_eq!(s.peek(&old, &clock, 1), (0, 1_000_000_000));
         clock.advance(Duration::from_secs(10));
         assert_eq!(s.peek(&old, &clock, 1).0, 10);
+    }
+}
+
+/// Loom models of the state machine: every interleaving of a few threads
+/// (bounded preemptions) keeps the limiter's promises. Run with
+/// `RUSTFLAGS="--cfg agent_patterns_loom" cargo test -p agent-patterns-resilience
+/// --lib --release loom_models` (`cargo xtask test` does).
+#[cfg(all(test, agent_patterns_loom))]
+mod loom_models {
+    use super::*;
+    use crate::clock::ManualClock;
+    use loom::sync::Arc;
+    use loom::sync::atomic::AtomicUsize;
+
+    /// Explore every interleaving with up to three preemptions.
+    fn model(f: impl Fn() + Sync + Send + 'static) {
+        let mut builder = loom::model::Builder::new();
+        builder.max_branches = 100_000;
+        builder.preemption_bound = Some(3);
+        builder.check(f);
+    }
+
+    /// A bucket of `capacity` tokens refilled at one per second.
+    fn params(capacity: u64, k: u64) -> Params {
+        let t = 1_000_000_000;
+        Params {
+            t,
+            tau: capacity * t,
+            k,
+        }
+    }
+
+    /// `threads` threads each ask for one token at one instant: exactly
+    /// `capacity` of them get one, whichever way they interleave.
+    fn admits_exactly_capacity(capacity: u64, threads: usize, k: u64) {
+        model(move || {
+            let cell = Arc::new(ParamsCell::new(params(capacity, k)));
+            let state = Arc::new(State::default());
+            let admitted = Arc::new(AtomicUsize::new(0));
+            let handles: Vec<_> = (0..threads)
+                .map(|_| {
+                    let (cell, state, admitted) =
+                        (Arc::clone(&cell), Arc::clone(&state), Arc::clone(&admitted));
+                    loom::thread::spawn(move || {
+                        let clock = ManualClock::new();
+                        if matches!(state.decide(&cell, &clock, 1), Decision::Allowed { .. }) {
+                            admitted.fetch_add(1, Ordering::Relaxed);
+                        }
+                    })
+                })
+                .collect();
+            for h in handles {
+                h.join().unwrap();
+            }
+            let admitted = admitted.load(Ordering::Relaxed) as u64;
+            assert_eq!(admitted, capacity.min(threads as u64));
+        });
+    }
+
+    #[test]
+    fn one_token_two_threads_one_winner() {
+        admits_exactly_capacity(1, 2, 0);
+    }
+
+    #[test]
+    fn settled_fast_path_never_over_admits() {
+        // k = 2: admissions between clock reads go through the settled path.
+        admits_exactly_capacity(2, 3, 2);
+    }
+
+    #[test]
+    fn a_rate_change_during_decisions_neither_loses_nor_invents_tokens() {
+        model(|| {
+            let cell = Arc::new(ParamsCell::new(params(2, 0)));
+            let state = Arc::new(State::default());
+            let admitted = Arc::new(AtomicUsize::new(0));
+            let deciders: Vec<_> = (0..1)
+                .map(|_| {
+                    let (cell, state, admitted) =
+                        (Arc::clone(&cell), Arc::clone(&state), Arc::clone(&admitted));
+                    loom::thread::spawn(move || {
+                        let clock = ManualClock::new();
+                        if matches!(state.decide(&cell, &clock, 1), Decision::Allowed { .. }) {
+                            admitted.fetch_add(1, Ordering::Relaxed);
+                        }
+                    })
+                })
+                .collect();
+            // Same capacity, other settle interval: the two tokens stay two.
+            let old = params(2, 0);
+            let new = params(2, 1);
+            let clock = ManualClock::new();
+            state.convert(old, new, &clock, || cell.store(new));
+            for h in deciders {
+                h.join().unwrap();
+            }
+            assert_eq!(admitted.load(Ordering::Relaxed), 1);
+            // One token is left at this instant, and only one.
+            assert!(matches!(
+                state.decide(&cell, &clock, 1),
+                Decision::Allowed { .. }
+            ));
+            assert!(matches!(
+                state.decide(&cell, &clock, 1),
+                Decision::Denied { .. }
+            ));
+        });
     }
 }
