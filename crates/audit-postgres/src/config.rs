@@ -50,6 +50,12 @@ pub struct PostgresAuditConfig {
     /// health check's round trip.
     #[serde(with = "millis")]
     pub connect_timeout: Duration,
+    /// Monthly partitions kept ready beyond the current month (`0..=120`).
+    /// The writer calls `audit_ensure_partitions` on its first batch and then
+    /// hourly; a role without EXECUTE on it (or `None`) leaves partitioning
+    /// to the schema owner, and rows of a month without a partition go to
+    /// the default partition, so no write ever fails for want of one.
+    pub partitions_ahead: Option<u32>,
     /// Redaction and size rules.
     pub policy: EventPolicy,
 }
@@ -68,6 +74,7 @@ impl Default for PostgresAuditConfig {
             verify_page_size: 1_000,
             max_connections: 4,
             connect_timeout: Duration::from_secs(2),
+            partitions_ahead: Some(2),
             policy: EventPolicy::default(),
         }
     }
@@ -91,6 +98,9 @@ impl PostgresAuditConfig {
         }
         if self.queue_capacity == 0 {
             return Err(invalid("queue_capacity", "must be at least 1"));
+        }
+        if self.partitions_ahead.is_some_and(|months| months > 120) {
+            return Err(invalid("partitions_ahead", "must be at most 120 months"));
         }
         if self.log_timeout.is_zero() {
             return Err(invalid("log_timeout", "must be positive"));

@@ -28,8 +28,15 @@
 //!   idempotent by event id: a batch whose commit outcome was unknown is
 //!   retried without duplicating rows, and the chain continues intact. The
 //!   health check reports unhealthy while writes fail.
-//! * **Append-only in the database.** A trigger rejects `UPDATE`, `DELETE`
-//!   and `TRUNCATE` on `audit_events` for every role.
+//! * **Append-only in the database.** Triggers reject `UPDATE`, `DELETE`
+//!   and `TRUNCATE` on `audit_events` and on each of its partitions, for
+//!   every role.
+//! * **Monthly partitions.** `audit_events` is partitioned by event time
+//!   (UTC months, `audit_events_YYYY_MM`, plus `audit_events_default` for
+//!   months without a partition). The writer keeps
+//!   [`partitions_ahead`](PostgresAuditConfig::partitions_ahead) months ready
+//!   through `audit_ensure_partitions(months)` (checked on its first batch,
+//!   then hourly); a maintenance job can call it as well.
 //! * **Graceful shutdown.** [`PostgresAuditLogger::close`] stops intake,
 //!   flushes the queue and releases the writer's connection;
 //!   [`PostgresAuditLogger::flush`] only waits. With the `shutdown` feature
@@ -49,17 +56,32 @@
 //! CREATE ROLE audit_writer LOGIN;
 //! GRANT SELECT, INSERT ON audit_events TO audit_writer;
 //! GRANT SELECT, UPDATE ON audit_chain_head TO audit_writer;
+//! -- Lets the writer create next months' partitions (the function runs as
+//! -- its owner); leave it out to create them from a maintenance job instead.
+//! GRANT EXECUTE ON FUNCTION audit_ensure_partitions(integer) TO audit_writer;
 //! -- Auditors: read only.
 //! CREATE ROLE audit_reader LOGIN;
 //! GRANT SELECT ON audit_events, audit_chain_head TO audit_reader;
 //! ```
 //!
 //! Start the service with `run_migrations: false` when it logs in as
-//! `audit_writer`. Retention must not be done by deleting rows (the trigger
-//! forbids it); the intended layout is to drop whole time partitions by a
-//! separate maintenance role, then verify from the first remaining sequence
-//! (`VerifyRange { from: Some(first), .. }`) with its `prev_hash` as anchor.
-//! This crate's schema does not partition the table yet.
+//! `audit_writer`.
+//!
+//! # Retention
+//!
+//! Rows cannot be deleted (the triggers forbid it); a month is retired whole,
+//! by the owner (or a maintenance role it grants ownership duties to):
+//!
+//! ```sql
+//! DROP TABLE audit_events_2025_01;   -- after archiving it, if required
+//! ```
+//!
+//! Afterwards verify from the first retained sequence,
+//! `VerifyRange { from: Some(first), .. }`, which trusts that event's
+//! `prev_hash` as the anchor (keep the dropped month's last hash with the
+//! archive to prove the link). `count()` then counts the retained events.
+//! Retention assumes events arrive close to their timestamps: an event logged
+//! long after its time lands in an older month and leaves with it.
 //!
 //! # Example
 //!

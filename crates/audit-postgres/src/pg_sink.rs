@@ -35,15 +35,43 @@ pub(crate) struct PgSink {
     /// The head this writer committed last: the fast path chains onto it.
     /// Unknown at start and after any failure.
     head: Option<ChainHead>,
+    /// Months of partitions to keep ready, if the writer maintains them.
+    partitions_ahead: Option<u32>,
+    /// When to check the partitions next.
+    next_partition_check: tokio::time::Instant,
 }
 
+/// How often the writer makes sure the coming months have partitions.
+const PARTITION_CHECK_INTERVAL: std::time::Duration = std::time::Duration::from_secs(3600);
+
 impl PgSink {
-    pub(crate) fn new(pool: PgPool) -> Self {
+    pub(crate) fn new(pool: PgPool, partitions_ahead: Option<u32>) -> Self {
         Self {
             pool,
             conn: None,
             head: None,
+            partitions_ahead,
+            next_partition_check: tokio::time::Instant::now(),
         }
+    }
+}
+
+/// Create the partitions of the coming months that are missing. A failure is
+/// logged, never fatal: rows of a month without a partition go to the default
+/// partition.
+async fn ensure_partitions(conn: &mut PgConnection, months: u32) {
+    let months = i32::try_from(months).unwrap_or(i32::MAX);
+    match sqlx::query_scalar::<_, i32>("SELECT audit_ensure_partitions($1)")
+        .bind(months)
+        .fetch_one(conn)
+        .await
+    {
+        Ok(0) => {}
+        Ok(created) => tracing::info!(created, "audit: created monthly partitions"),
+        Err(error) => tracing::warn!(
+            %error,
+            "audit: could not create monthly partitions; new rows use the default partition"
+        ),
     }
 }
 
@@ -60,6 +88,12 @@ impl BatchSink for PgSink {
                 self.conn.insert(conn)
             }
         };
+        if let Some(months) = self.partitions_ahead
+            && tokio::time::Instant::now() >= self.next_partition_check
+        {
+            self.next_partition_check = tokio::time::Instant::now() + PARTITION_CHECK_INTERVAL;
+            ensure_partitions(conn, months).await;
+        }
         if let Some(head) = self.head.take() {
             match write_fast(conn, batch, head).await {
                 Ok(Some(written)) => {

@@ -109,7 +109,11 @@ impl PostgresAuditLogger {
             initial_backoff: config.retry_initial_backoff,
             max_backoff: config.retry_max_backoff,
         };
-        let queue = GroupCommit::start(PgSink::new(pool.clone()), settings, Arc::clone(&shared));
+        let queue = GroupCommit::start(
+            PgSink::new(pool.clone(), config.partitions_ahead),
+            settings,
+            Arc::clone(&shared),
+        );
         Ok(Self {
             pool,
             config: Arc::new(config),
@@ -246,12 +250,19 @@ impl AuditLogger for PostgresAuditLogger {
         self.fetch_events(q).await
     }
 
-    /// The head's sequence (the table is append-only, so it equals the row
-    /// count). If the database cannot be asked, the last committed head this
-    /// store knows of, with a warning.
+    /// Events stored: from the oldest retained one to the head (the table is
+    /// append-only and gapless, so that is the row count; retention that
+    /// dropped old months lowers it). If the database cannot be asked, the
+    /// last committed head this store knows of, with a warning.
     async fn count(&self) -> usize {
-        let sequence = match self.head().await {
-            Ok(head) => head.sequence,
+        let counted = sqlx::query_scalar::<_, i64>(
+            "SELECT h.seq - COALESCE((SELECT min(seq) FROM audit_events), h.seq + 1) + 1 \
+             FROM audit_chain_head h WHERE singleton",
+        )
+        .fetch_one(&self.pool)
+        .await;
+        let sequence = match counted {
+            Ok(rows) => u64::try_from(rows).unwrap_or(0),
             Err(err) => {
                 tracing::warn!(error = %err, "audit count: database unavailable; using last known head");
                 self.shared.committed_sequence()
