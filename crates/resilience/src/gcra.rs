@@ -482,6 +482,21 @@ mod loom_models {
         }
     }
 
+    /// A thread that asks for one token and counts it in `admitted` if granted.
+    fn decider(
+        cell: &Arc<ParamsCell>,
+        state: &Arc<State>,
+        admitted: &Arc<AtomicUsize>,
+    ) -> loom::thread::JoinHandle<()> {
+        let (cell, state, admitted) = (Arc::clone(cell), Arc::clone(state), Arc::clone(admitted));
+        loom::thread::spawn(move || {
+            let clock = ManualClock::new();
+            if matches!(state.decide(&cell, &clock, 1), Decision::Allowed { .. }) {
+                admitted.fetch_add(1, Ordering::Relaxed);
+            }
+        })
+    }
+
     /// `threads` threads each ask for one token at one instant: exactly
     /// `capacity` of them get one, whichever way they interleave.
     fn admits_exactly_capacity(capacity: u64, threads: usize, k: u64) {
@@ -490,16 +505,7 @@ mod loom_models {
             let state = Arc::new(State::default());
             let admitted = Arc::new(AtomicUsize::new(0));
             let handles: Vec<_> = (0..threads)
-                .map(|_| {
-                    let (cell, state, admitted) =
-                        (Arc::clone(&cell), Arc::clone(&state), Arc::clone(&admitted));
-                    loom::thread::spawn(move || {
-                        let clock = ManualClock::new();
-                        if matches!(state.decide(&cell, &clock, 1), Decision::Allowed { .. }) {
-                            admitted.fetch_add(1, Ordering::Relaxed);
-                        }
-                    })
-                })
+                .map(|_| decider(&cell, &state, &admitted))
                 .collect();
             for h in handles {
                 h.join().unwrap();
@@ -526,18 +532,7 @@ mod loom_models {
             let cell = Arc::new(ParamsCell::new(params(2, 0)));
             let state = Arc::new(State::default());
             let admitted = Arc::new(AtomicUsize::new(0));
-            let deciders: Vec<_> = (0..1)
-                .map(|_| {
-                    let (cell, state, admitted) =
-                        (Arc::clone(&cell), Arc::clone(&state), Arc::clone(&admitted));
-                    loom::thread::spawn(move || {
-                        let clock = ManualClock::new();
-                        if matches!(state.decide(&cell, &clock, 1), Decision::Allowed { .. }) {
-                            admitted.fetch_add(1, Ordering::Relaxed);
-                        }
-                    })
-                })
-                .collect();
+            let deciders = [decider(&cell, &state, &admitted)];
             // Same capacity, other settle interval: the two tokens stay two.
             let old = params(2, 0);
             let new = params(2, 1);
