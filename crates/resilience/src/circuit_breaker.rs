@@ -451,12 +451,28 @@ impl Drop for OwnedCallPermit {
 pin_project_lite::pin_project! {
     /// The future of [`CircuitBreaker::call`]: the call's result, or
     /// [`CallError::Open`] when the breaker refused it.
+    ///
+    /// Permission is asked on the first poll and kept in the pinned future,
+    /// so nothing but the wrapped future moves with it; dropping it unfinished
+    /// gives back a half-open trial slot.
     #[must_use = "futures do nothing unless awaited"]
     pub struct CallFuture<'a, F, C> {
         #[pin]
         inner: F,
-        permit: Option<Result<CallPermit<'a>, CircuitBreakerError>>,
+        breaker: &'a CircuitBreaker,
+        // Granted and not yet settled.
+        ticket: Option<Ticket>,
+        asked: bool,
         is_success: Option<C>,
+    }
+
+    impl<'a, F, C> PinnedDrop for CallFuture<'a, F, C> {
+        fn drop(this: Pin<&mut Self>) {
+            let this = this.project();
+            if let Some(ticket) = this.ticket.take() {
+                this.breaker.abandon(&ticket);
+            }
+        }
     }
 }
 
@@ -473,23 +489,16 @@ where
         cx: &mut std::task::Context<'_>,
     ) -> std::task::Poll<Self::Output> {
         let this = self.project();
-        match this.permit {
-            Some(Err(_)) => {
-                if let Some(Err(open)) = this.permit.take() {
-                    return std::task::Poll::Ready(Err(CallError::Open(open)));
-                }
+        if !*this.asked {
+            *this.asked = true;
+            match this.breaker.ticket() {
+                Ok(ticket) => *this.ticket = Some(ticket),
+                Err(open) => return std::task::Poll::Ready(Err(CallError::Open(open))),
             }
-            None => {
-                return std::task::Poll::Ready(Err(CallError::Open(CircuitBreakerError {
-                    name: String::new(),
-                    retry_after: Duration::ZERO,
-                })));
-            }
-            Some(Ok(_)) => {}
         }
         let result = std::task::ready!(this.inner.poll(cx));
-        if let (Some(Ok(permit)), Some(is_success)) = (this.permit.take(), this.is_success.take()) {
-            permit.record(is_success(&result));
+        if let (Some(mut ticket), Some(is_success)) = (this.ticket.take(), this.is_success.take()) {
+            this.breaker.settle(&mut ticket, is_success(&result));
         }
         std::task::Poll::Ready(result.map_err(CallError::Failed))
     }
@@ -764,7 +773,7 @@ impl CircuitBreaker {
     /// outcomes count as successes (e.g. a client error is not the
     /// dependency's fault).
     ///
-    /// Permission is asked when this is called; the returned future then
+    /// Permission is asked when the returned future is first polled; it then
     /// runs `call` (or fails at once when refused) and records the outcome.
     /// Dropping the future unfinished frees a half-open trial slot.
     #[inline]
@@ -775,7 +784,9 @@ impl CircuitBreaker {
     {
         CallFuture {
             inner: call,
-            permit: Some(self.acquire_permission()),
+            breaker: self,
+            ticket: None,
+            asked: false,
             is_success: Some(is_success),
         }
     }

@@ -134,6 +134,34 @@ async fn a_dropped_trial_does_not_wedge_the_breaker() {
 }
 
 #[tokio::test(start_paused = true)]
+async fn a_call_cancelled_mid_trial_gives_its_slot_back() {
+    let b = CircuitBreaker::builder("t", config(1, 1, 1000))
+        .max_half_open_calls(1)
+        .build()
+        .unwrap();
+    b.record_failure().await;
+    tokio::time::advance(Duration::from_secs(1)).await;
+    // An unpolled call has asked nothing yet.
+    let never_polled = b.call(async { Ok::<u8, ()>(1) });
+    drop(never_polled);
+    // A call suspended inside its trial holds the only slot...
+    let (_hold, wait) = tokio::sync::oneshot::channel::<()>();
+    let b2 = std::sync::Arc::new(b);
+    let task = {
+        let b = std::sync::Arc::clone(&b2);
+        tokio::spawn(async move { b.call(async { wait.await.map_err(|_| ()) }).await.is_ok() })
+    };
+    tokio::task::yield_now().await;
+    assert!(b2.acquire_permission().is_err());
+    // ...until it is cancelled.
+    task.abort();
+    assert!(task.await.unwrap_err().is_cancelled());
+    let permit = b2.acquire_permission().unwrap();
+    permit.success();
+    assert_eq!(b2.state(), CircuitState::Closed);
+}
+
+#[tokio::test(start_paused = true)]
 async fn unreported_trials_are_reclaimed_after_the_timeout() {
     let b = CircuitBreaker::new("t", config(1, 1, 1000));
     b.record_failure().await;
