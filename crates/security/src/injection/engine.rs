@@ -226,9 +226,10 @@ impl Compiled {
                 .map(|r| if r.2 { Run::Whole } else { Run::Closed })
                 .collect();
             if let Some(gates) = &self.gates {
+                let mut lines = LineIndex::default();
                 for m in gates.find_overlapping_iter(input) {
                     for &p in &self.gate_targets[m.pattern().as_usize()] {
-                        runs[p].open(self.line_local[p], input, m.start());
+                        runs[p].open(self.line_local[p], input, &mut lines, m.start());
                     }
                 }
             }
@@ -287,6 +288,26 @@ enum Run {
     Whole,
 }
 
+/// The newline positions of a scanned text, found once and only if a
+/// line-local pattern's gate occurs.
+#[derive(Default)]
+struct LineIndex {
+    newlines: Option<Vec<usize>>,
+}
+
+impl LineIndex {
+    /// The byte range of the line holding byte `at` (without its newline).
+    fn line_at(&mut self, input: &str, at: usize) -> (usize, usize) {
+        let newlines = self
+            .newlines
+            .get_or_insert_with(|| input.match_indices('\n').map(|(i, _)| i).collect());
+        let i = newlines.partition_point(|&n| n < at);
+        let start = i.checked_sub(1).map_or(0, |j| newlines[j] + 1);
+        let end = newlines.get(i).copied().unwrap_or(input.len());
+        (start, end)
+    }
+}
+
 /// Most distinct lines a line-local pattern runs on before it runs on the whole input.
 const MAX_GATED_LINES: usize = 16;
 
@@ -295,17 +316,19 @@ const LINE_HEAD_BYTES: usize = 256;
 
 impl Run {
     /// A gate of this pattern occurred at byte `at` of `input`.
-    fn open(&mut self, line_local: bool, input: &str, at: usize) {
+    fn open(&mut self, line_local: bool, input: &str, lines_of: &mut LineIndex, at: usize) {
         if !line_local {
             *self = Self::Whole;
             return;
         }
-        let start = input[..at].rfind('\n').map_or(0, |i| i + 1);
+        if matches!(self, Self::Whole) {
+            return;
+        }
+        let (start, end) = lines_of.line_at(input, at);
         if at - start >= LINE_HEAD_BYTES {
             // Past the head of its line: this occurrence cannot be in a match.
             return;
         }
-        let end = input[at..].find('\n').map_or(input.len(), |i| at + i);
         // Matches start at the line start; their text must begin within the
         // line's first bytes (the anchored head of such a pattern is short).
         let end = end.min(start + LINE_HEAD_BYTES);
@@ -592,7 +615,19 @@ impl Compiled {
 
 #[cfg(test)]
 mod tests {
-    use super::is_line_anchored;
+    use super::{LineIndex, is_line_anchored};
+
+    #[test]
+    fn line_index_finds_the_line_around_a_byte() {
+        let text = "first\nsecond line\n\nlast";
+        let mut lines = LineIndex::default();
+        assert_eq!(lines.line_at(text, 2), (0, 5));
+        assert_eq!(lines.line_at(text, 6), (6, 17));
+        assert_eq!(lines.line_at(text, 18), (18, 18));
+        assert_eq!(lines.line_at(text, 21), (19, 23));
+        let mut one = LineIndex::default();
+        assert_eq!(one.line_at("no newline here", 3), (0, 15));
+    }
 
     #[test]
     fn line_anchored_patterns_are_recognised() {
