@@ -250,10 +250,39 @@ impl Builder {
 
 /// Normalise `input` into its word view. Linear in the input size.
 pub fn normalize(input: &str) -> Normalized {
-    if input.is_ascii() {
+    if input.is_ascii() || only_plain_separators(input) {
         return normalize_ascii(input.as_bytes());
     }
     normalize_unicode(input)
+}
+
+/// Whether every non-ASCII character of `input` is a plain separator: not a
+/// letter or digit, not invisible, not a combining mark, not a compatibility
+/// form, and without a letter or digit in its decomposition (curly quotes,
+/// dashes, ellipses, non-breaking spaces, arrows). The byte-level ASCII path
+/// treats such characters' bytes as separators, exactly as the general path
+/// treats the characters, so mostly-English text with typographic punctuation
+/// keeps the fast path.
+fn only_plain_separators(input: &str) -> bool {
+    let mut rest = input;
+    while let Some(i) = rest.bytes().position(|b| !b.is_ascii()) {
+        let Some(c) = rest[i..].chars().next() else {
+            return true;
+        };
+        let plain = !c.is_alphanumeric()
+            && matches!(classify_invisible(c), Invisible::No)
+            && !is_combining_mark(c)
+            && !matches!(c as u32, 0xFF00..=0xFFEF)
+            && !is_math_or_enclosed(c)
+            && std::iter::once(c)
+                .nfkd()
+                .all(|d| !d.is_alphanumeric() && !is_combining_mark(d));
+        if !plain {
+            return false;
+        }
+        rest = &rest[i + c.len_utf8()..];
+    }
+    true
 }
 
 /// Byte classes of the ASCII fast path: 0 separator, 1 letter, 2 digit.
@@ -642,6 +671,51 @@ mod tests {
             let n = normalize(&input);
             proptest::prop_assert_eq!(&n.words, &word_spans(&n.text));
             proptest::prop_assert_eq!(n.offsets.len(), n.text.len());
+        }
+    }
+
+    #[test]
+    fn typographic_punctuation_keeps_the_ascii_path_and_its_result() {
+        for s in [
+            "Don\u{2019}t \u{201c}ignore\u{201d} the error \u{2014} it\u{2019}s real\u{2026}",
+            "a\u{2019}b\u{2019}c d \u{2192} e\u{a0}f",
+            "\u{2013}\u{2013}\u{2013}\u{2013} end of text",
+        ] {
+            assert!(only_plain_separators(s), "{s:?}");
+            let fast = normalize_ascii(s.as_bytes());
+            let slow = normalize_unicode(s);
+            assert_eq!(fast.text, slow.text, "{s:?}");
+            assert_eq!(fast.offsets, slow.offsets, "{s:?}");
+            assert_eq!(fast.words, slow.words, "{s:?}");
+            assert_eq!(fast.signals, slow.signals, "{s:?}");
+        }
+        // Letters, invisibles, compatibility forms and marks take the general path.
+        for s in [
+            "caf\u{e9}",
+            "ig\u{200b}nore",
+            "\u{ff49}",
+            "\u{2122}",
+            "e\u{301}",
+            "\u{bd}",
+        ] {
+            assert!(!only_plain_separators(s), "{s:?}");
+        }
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig { cases: 300, ..Default::default() })]
+
+        #[test]
+        fn the_ascii_path_agrees_with_the_general_path_on_plain_separators(
+            input in "([a-zA-Z0-9 .,:;!?'\\-]|\u{2019}|\u{201c}|\u{201d}|\u{2014}|\u{2013}|\u{2026}|\u{a0}|\u{2192}|\u{b7}){0,80}"
+        ) {
+            proptest::prop_assume!(only_plain_separators(&input));
+            let fast = normalize_ascii(input.as_bytes());
+            let slow = normalize_unicode(&input);
+            proptest::prop_assert_eq!(&fast.text, &slow.text);
+            proptest::prop_assert_eq!(&fast.offsets, &slow.offsets);
+            proptest::prop_assert_eq!(&fast.words, &slow.words);
+            proptest::prop_assert_eq!(fast.signals, slow.signals);
         }
     }
 
