@@ -1,5 +1,6 @@
 //! Throughput of `detect` against the guide's eight-substring baseline on
-//! benign English text of 1 KiB and 16 KiB.
+//! benign English text of 1 KiB and 16 KiB, and on 1 KiB chunks of the
+//! English benign prompts of the hold-out corpora.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::hint::black_box;
@@ -46,5 +47,54 @@ fn bench(c: &mut Criterion) {
     }
 }
 
-criterion_group!(benches, bench);
+/// Benign prompts from the hold-out corpora, English only (no character
+/// outside ASCII), joined and cut into 1 KiB chunks: realistic text with code,
+/// logs, trigger words used innocently and many short lines.
+fn prompt_chunks() -> Vec<String> {
+    let mut text = String::new();
+    for file in [
+        include_str!("../tests/data/benign_holdout5.jsonl"),
+        include_str!("../tests/data/benign_holdout6.jsonl"),
+        include_str!("../tests/data/benign_holdout7.jsonl"),
+    ] {
+        for line in file.lines() {
+            let value: serde_json::Value = serde_json::from_str(line).unwrap();
+            let prompt = value["text"].as_str().unwrap();
+            if prompt.is_ascii() {
+                text.push_str(prompt);
+                text.push('\n');
+            }
+        }
+    }
+    text.as_bytes()
+        .chunks(1024)
+        .filter(|c| c.len() == 1024)
+        .map(|c| String::from_utf8(c.to_vec()).unwrap())
+        .collect()
+}
+
+fn bench_prompts(c: &mut Criterion) {
+    let detector = PromptInjectionDetector::new().unwrap();
+    let chunks = prompt_chunks();
+    let bytes: usize = chunks.iter().map(String::len).sum();
+    let mut group = c.benchmark_group("detect_prompts_1KiB");
+    group.throughput(Throughput::Bytes(bytes as u64));
+    group.bench_function("detect", |b| {
+        b.iter(|| {
+            for chunk in &chunks {
+                black_box(detector.detect(black_box(chunk)));
+            }
+        })
+    });
+    group.bench_function("eight_substring_baseline", |b| {
+        b.iter(|| {
+            for chunk in &chunks {
+                black_box(naive_contains_injection(black_box(chunk)));
+            }
+        })
+    });
+    group.finish();
+}
+
+criterion_group!(benches, bench, bench_prompts);
 criterion_main!(benches);
