@@ -92,6 +92,15 @@ fn head_at(bytes: &[u8], s: usize, e: usize) -> u64 {
     }
 }
 
+/// Size of the word filter in 64-bit words (64 Kibit, 8 KiB).
+const FILTER_WORDS: usize = 1024;
+
+/// The filter bit of a word with first eight bytes `head` and length `len`.
+fn filter_bit(head: u64, len: usize) -> usize {
+    let key = head ^ (len as u64).rotate_right(8);
+    (key.wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 48) as usize
+}
+
 /// The compiled phrase dictionary.
 #[derive(Debug, Default)]
 pub(crate) struct PhraseIndex {
@@ -99,6 +108,10 @@ pub(crate) struct PhraseIndex {
     short: FxHashMap<u64, u32>,
     /// Longer dictionary words → word id.
     words: FxHashMap<Box<[u8]>, u32>,
+    /// One bit per (hashed) dictionary word: a word whose bit is clear is in
+    /// no phrase, decided in a table small enough to stay in the L1 cache
+    /// instead of a probe of the larger hash tables.
+    filter: Vec<u64>,
     /// Word id → the trie node of phrases starting with that word, or `NONE`.
     roots: Vec<u32>,
     nodes: Vec<Node>,
@@ -175,6 +188,11 @@ impl PhraseIndex {
         if known != NONE {
             return known;
         }
+        if self.filter.is_empty() {
+            self.filter = vec![0; FILTER_WORDS];
+        }
+        let bit = filter_bit(head_at(word, 0, word.len()), word.len());
+        self.filter[bit / 64] |= 1 << (bit % 64);
         let id = u32::try_from(self.roots.len()).unwrap_or(NONE);
         match short_key(word) {
             Some(key) => self.short.insert(key, id),
@@ -248,7 +266,14 @@ impl PhraseIndex {
         for &(s, e) in spans {
             let (s, e) = (s as usize, e as usize);
             let head = head_at(bytes, s, e);
-            let id = if e - s <= 8 {
+            let bit = filter_bit(head, e - s);
+            let id = if self
+                .filter
+                .get(bit / 64)
+                .is_none_or(|w| w & (1 << (bit % 64)) == 0)
+            {
+                None
+            } else if e - s <= 8 {
                 self.short.get(&head).copied()
             } else {
                 self.words.get(&bytes[s..e]).copied()
