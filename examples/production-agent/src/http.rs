@@ -11,7 +11,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use composable_rust_agent_patterns::resilience::KeyedRateLimiter;
-use composable_rust_agent_patterns::{AgentError, Store};
+use composable_rust_agent_patterns::{AgentError, Reducer, Store};
 use serde::Deserialize;
 use serde_json::json;
 
@@ -19,7 +19,7 @@ use crate::agent::{AgentAction, AgentReducer, AgentState, ServerEnvironment, Sta
 use crate::auth::{ApiKeys, Role, User};
 use crate::config::Config;
 use crate::conversations::Conversation;
-use crate::storage::Storage;
+use crate::storage::{Locked, Storage};
 use axum::extract::ConnectInfo;
 use composable_rust_agent_patterns::audit::{
     AuditCursor, AuditEvent, AuditEventType, AuditLogger, AuditQuery, MAX_PAGE_SIZE,
@@ -412,42 +412,66 @@ async fn send_message(
         },
     )
     .await?;
-    let status = state.status.clone();
-    let reply = state.last_reply().map(str::to_owned);
-    let error = state.last_error.clone();
-    let message_count = state.messages.len();
-    // A blocked message is not kept; every other outcome is.
-    if !matches!(status, Status::Blocked(_)) {
-        locked.save(state).await?;
-    }
-    match status {
-        Status::Blocked(reason) => Err(AgentError::SecurityViolation(reason).into()),
-        Status::Failed(_) => Err(error
-            .unwrap_or_else(|| AgentError::Internal("the agent failed".into()))
-            .into()),
-        _ => Ok(Json(json!({
-            "conversation_id": id,
-            "reply": reply,
-            "message_count": message_count,
-        }))
-        .into_response()),
-    }
+    let body = settle_turn(locked, state, &id).await?;
+    Ok(Json(body).into_response())
 }
 
-/// Run the reducer for one action (and everything it causes) on `state`.
+/// Run the agent's reducer for one action (and everything it causes) on `state`.
 async fn run_agent(
     app: &AppState,
     state: AgentState,
     action: AgentAction,
 ) -> Result<AgentState, AgentError> {
+    run_agent_with(Arc::clone(&app.reducer), app, state, action).await
+}
+
+/// Run `reducer` for one action (and everything it causes) on `state`.
+pub(crate) async fn run_agent_with<R>(
+    reducer: R,
+    app: &AppState,
+    state: AgentState,
+    action: AgentAction,
+) -> Result<AgentState, AgentError>
+where
+    R: Reducer<State = AgentState, Action = AgentAction, Environment = Arc<ServerEnvironment>>,
+{
     let store = Store::with_config(
         state,
-        Arc::clone(&app.reducer),
+        reducer,
         Arc::clone(&app.env),
         composable_rust_agent_patterns::StoreConfig::default(),
     )?;
     store.send(action).await?.finished().await;
     Ok(store.state(Clone::clone))
+}
+
+/// End a message turn: keep its state (a blocked message is not kept; every
+/// other outcome is) and give the reply body, or the turn's error.
+pub(crate) async fn settle_turn(
+    locked: Locked,
+    state: AgentState,
+    id: &str,
+) -> Result<serde_json::Value, AgentError> {
+    match &state.status {
+        Status::Blocked(reason) => Err(AgentError::SecurityViolation(reason.clone())),
+        Status::Failed(_) => {
+            let error = state
+                .last_error
+                .clone()
+                .unwrap_or_else(|| AgentError::Internal("the agent failed".into()));
+            locked.save(state).await?;
+            Err(error)
+        }
+        _ => {
+            let body = json!({
+                "conversation_id": id,
+                "reply": state.last_reply(),
+                "message_count": state.messages.len(),
+            });
+            locked.save(state).await?;
+            Ok(body)
+        }
+    }
 }
 
 async fn debug_state(

@@ -19,14 +19,14 @@ use std::sync::Arc;
 
 use axum::response::sse::{Event, KeepAlive, Sse};
 use composable_rust_agent_patterns::tracing_support::current_trace_ids;
-use composable_rust_agent_patterns::{AgentError, Effects, Reducer, Store, StoreConfig};
+use composable_rust_agent_patterns::{AgentError, Effects, Reducer};
 use futures::Stream;
 use serde_json::{Value, json};
 use tokio::sync::mpsc;
 use tracing::Instrument;
 
-use crate::agent::{AgentAction, AgentReducer, AgentState, ServerEnvironment, Status};
-use crate::http::AppState;
+use crate::agent::{AgentAction, AgentReducer, AgentState, ServerEnvironment};
+use crate::http::{AppState, run_agent_with, settle_turn};
 use crate::llm::Reply;
 use crate::storage::Locked;
 
@@ -128,45 +128,14 @@ async fn run(
     content: String,
     events: mpsc::Sender<Event>,
 ) -> Result<Event, AgentError> {
-    let store = Store::with_config(
-        locked.conversation().state.clone(),
-        Streaming {
-            inner: Arc::clone(&app.reducer),
-            events,
-        },
-        Arc::clone(&app.env),
-        StoreConfig::default(),
-    )?;
-    store
-        .send(AgentAction::SendMessage { content })
-        .await?
-        .finished()
-        .await;
-    let state = store.state(Clone::clone);
-    match &state.status {
-        // Screened before the stream started; a rule change in between
-        // still must not keep the message.
-        Status::Blocked(reason) => Err(AgentError::SecurityViolation(reason.clone())),
-        Status::Failed(_) => {
-            let error = state
-                .last_error
-                .clone()
-                .unwrap_or_else(|| AgentError::Internal("the agent failed".into()));
-            locked.save(state).await?;
-            Err(error)
-        }
-        _ => {
-            let reply = state.last_reply().map(str::to_owned);
-            let message_count = state.messages.len();
-            locked.save(state).await?;
-            Ok(event(
-                "done",
-                &json!({
-                    "conversation_id": id,
-                    "reply": reply,
-                    "message_count": message_count,
-                }),
-            ))
-        }
-    }
+    let reducer = Streaming {
+        inner: Arc::clone(&app.reducer),
+        events,
+    };
+    let state = locked.conversation().state.clone();
+    // Screened before the stream started; should the rules have changed in
+    // between, `settle_turn` still does not keep a blocked message.
+    let state = run_agent_with(reducer, app, state, AgentAction::SendMessage { content }).await?;
+    let body = settle_turn(locked, state, id).await?;
+    Ok(event("done", &body))
 }

@@ -303,42 +303,49 @@ const ASCII_CLASS: [u8; 256] = {
     t
 };
 
-/// Emit the pending single letters of the ASCII fast path: three or more join
-/// into one word, fewer stay separate words.
-fn flush_ascii_singles(
-    singles: &mut Vec<(u8, u32)>,
-    text: &mut Vec<u8>,
-    offsets: &mut Vec<u32>,
-    signals: &mut Signals,
-    words: &mut Vec<(u32, u32)>,
-) {
-    if singles.is_empty() {
-        return;
+/// The ASCII path's output under construction.
+struct AsciiOut {
+    text: Vec<u8>,
+    offsets: Vec<u32>,
+    signals: Signals,
+    words: Vec<(u32, u32)>,
+}
+
+impl AsciiOut {
+    /// A space before the next word (none at the start), mapped to `offset`.
+    fn separate(&mut self, offset: u32) {
+        if !self.text.is_empty() {
+            self.text.push(b' ');
+            self.offsets.push(offset);
+        }
     }
-    if singles.len() >= 3 {
-        signals.joined_letters += singles.len();
-        if !text.is_empty() {
-            text.push(b' ');
-            offsets.push(singles[0].1);
+
+    /// Emit the pending single letters: three or more as one joined word,
+    /// fewer as separate words.
+    fn flush_singles(&mut self, singles: &mut Vec<(u8, u32)>) {
+        if singles.is_empty() {
+            return;
         }
-        let start = span_pos(text.len());
-        for &(c, o) in singles.iter() {
-            text.push(c);
-            offsets.push(o);
-        }
-        words.push((start, span_pos(text.len())));
-    } else {
-        for &(c, o) in singles.iter() {
-            if !text.is_empty() {
-                text.push(b' ');
-                offsets.push(o);
+        if singles.len() >= 3 {
+            self.signals.joined_letters += singles.len();
+            self.separate(singles[0].1);
+            let start = span_pos(self.text.len());
+            for &(c, o) in singles.iter() {
+                self.text.push(c);
+                self.offsets.push(o);
             }
-            text.push(c);
-            offsets.push(o);
-            words.push((span_pos(text.len() - 1), span_pos(text.len())));
+            self.words.push((start, span_pos(self.text.len())));
+        } else {
+            for &(c, o) in singles.iter() {
+                self.separate(o);
+                self.text.push(c);
+                self.offsets.push(o);
+                self.words
+                    .push((span_pos(self.text.len() - 1), span_pos(self.text.len())));
+            }
         }
+        singles.clear();
     }
-    singles.clear();
 }
 
 /// The same transformation as [`normalize_unicode`] restricted to ASCII input,
@@ -346,13 +353,15 @@ fn flush_ascii_singles(
 /// lookup per byte, output buffers sized once).
 fn normalize_ascii(bytes: &[u8]) -> Normalized {
     let n = bytes.len();
-    let mut text: Vec<u8> = Vec::with_capacity(n);
-    let mut offsets: Vec<u32> = Vec::with_capacity(n);
-    let mut signals = Signals::default();
+    let mut out = AsciiOut {
+        text: Vec::with_capacity(n),
+        offsets: Vec::with_capacity(n),
+        signals: Signals::default(),
+        words: Vec::with_capacity(n / 5 + 1),
+    };
     let mut singles: Vec<(u8, u32)> = Vec::new();
     // The separator between the first two singles (see `Builder::singles_sep`).
     let mut singles_sep: Option<u8> = None;
-    let mut words: Vec<(u32, u32)> = Vec::with_capacity(n / 5 + 1);
     let at = |i: usize| u32::try_from(i).unwrap_or(u32::MAX);
     let mut i = 0;
     while i < n {
@@ -380,13 +389,7 @@ fn normalize_ascii(bytes: &[u8]) -> Normalized {
                 && (at(start).saturating_sub(prev) > 2
                     || (singles.len() >= 2 && singles_sep != sep))
             {
-                flush_ascii_singles(
-                    &mut singles,
-                    &mut text,
-                    &mut offsets,
-                    &mut signals,
-                    &mut words,
-                );
+                out.flush_singles(&mut singles);
             }
             if singles.len() == 1 {
                 singles_sep = sep;
@@ -394,48 +397,31 @@ fn normalize_ascii(bytes: &[u8]) -> Normalized {
             singles.push((word[0].to_ascii_lowercase(), at(start)));
             continue;
         }
-        if !singles.is_empty() {
-            flush_ascii_singles(
-                &mut singles,
-                &mut text,
-                &mut offsets,
-                &mut signals,
-                &mut words,
-            );
-        }
-        if !text.is_empty() {
-            text.push(b' ');
-            offsets.push(at(start));
-        }
-        let word_start = span_pos(text.len());
+        out.flush_singles(&mut singles);
+        out.separate(at(start));
+        let word_start = span_pos(out.text.len());
         if has_digit && has_alpha && word.len() > 2 {
-            signals.leet_words += 1;
-            text.extend(word.iter().map(|b| {
+            out.signals.leet_words += 1;
+            out.text.extend(word.iter().map(|b| {
                 let c = b.to_ascii_lowercase();
                 leet(c as char).map_or(c, |l| l as u8)
             }));
         } else {
-            text.extend(word.iter().map(u8::to_ascii_lowercase));
+            out.text.extend(word.iter().map(u8::to_ascii_lowercase));
         }
-        words.push((word_start, span_pos(text.len())));
+        out.words.push((word_start, span_pos(out.text.len())));
         match (u32::try_from(start), u32::try_from(i)) {
-            (Ok(s), Ok(e)) => offsets.extend(s..e),
-            _ => offsets.extend((start..i).map(at)),
+            (Ok(s), Ok(e)) => out.offsets.extend(s..e),
+            _ => out.offsets.extend((start..i).map(at)),
         }
     }
-    flush_ascii_singles(
-        &mut singles,
-        &mut text,
-        &mut offsets,
-        &mut signals,
-        &mut words,
-    );
+    out.flush_singles(&mut singles);
     Normalized {
         // Only ASCII bytes were pushed.
-        text: String::from_utf8(text).unwrap_or_default(),
-        offsets,
-        signals,
-        words,
+        text: String::from_utf8(out.text).unwrap_or_default(),
+        offsets: out.offsets,
+        signals: out.signals,
+        words: out.words,
     }
 }
 
