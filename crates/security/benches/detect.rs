@@ -1,6 +1,6 @@
 //! Throughput of `detect` against the guide's eight-substring baseline on
 //! benign English text of 1 KiB and 16 KiB, and on 1 KiB chunks of the
-//! English benign prompts of the hold-out corpora.
+//! English benign prompts of the hold-out corpora, and on chat-sized messages.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::hint::black_box;
@@ -96,5 +96,34 @@ fn bench_prompts(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, bench, bench_prompts);
+/// Chat-sized messages, where the fixed cost of a call shows.
+fn bench_short(c: &mut Criterion) {
+    const MESSAGES: [&str; 4] = [
+        "What is 6 * 7?",
+        "Can you summarise this article in three bullet points?",
+        "How do I use sudo on Ubuntu to install nginx?",
+        "Translate 'good morning' into French and German, please.",
+    ];
+    let detector = PromptInjectionDetector::new().unwrap();
+    let bytes: usize = MESSAGES.iter().map(|m| m.len()).sum();
+    let mut group = c.benchmark_group("detect_chat_messages");
+    group.throughput(Throughput::Bytes(bytes as u64));
+    group.bench_function("detect", |b| {
+        b.iter(|| {
+            for message in MESSAGES {
+                black_box(detector.detect(black_box(message)));
+            }
+        })
+    });
+    group.bench_function("eight_substring_baseline", |b| {
+        b.iter(|| {
+            for message in MESSAGES {
+                black_box(naive_contains_injection(black_box(message)));
+            }
+        })
+    });
+    group.finish();
+}
+
+criterion_group!(benches, bench, bench_prompts, bench_short);
 criterion_main!(benches);

@@ -54,6 +54,14 @@ pub(crate) struct Compiled {
     concepts: usize,
     /// Concepts fed by more than one source, whose hits need sorting.
     shared: Vec<u32>,
+    /// Per concept, the rules anchored on it (flattened: `anchor_ends[c]` ends
+    /// concept `c`'s slice of `anchor_rules`). A rule is anchored on the
+    /// alternatives of its element with the fewest of them, so a scan visits
+    /// only rules one of whose anchors occurred, not the whole rule set.
+    anchor_rules: Vec<u32>,
+    anchor_ends: Vec<u32>,
+    /// Rules without elements (always candidates).
+    unanchored: Vec<u32>,
 }
 
 /// One rule that matched, with its span in the scanned input.
@@ -197,6 +205,8 @@ impl Compiled {
             });
         }
         phrases.finish();
+        let (anchor_rules, anchor_ends, unanchored) =
+            anchors(&rules, &check_alts, &check_ends, concept_ids.len());
         Ok(Self {
             phrases,
             gates,
@@ -208,6 +218,9 @@ impl Compiled {
             check_ends,
             concepts: concept_ids.len(),
             shared,
+            anchor_rules,
+            anchor_ends,
+            unanchored,
         })
     }
 
@@ -257,15 +270,16 @@ impl Compiled {
         }
         let hits = Hits::new(&flat, self.concepts, &self.shared);
         let mut matches = Vec::new();
-        for (index, rule) in self.rules.iter().enumerate() {
-            // Most rules have an element with no hit at all: skip them cheaply.
+        for index in self.candidates(&hits) {
+            let rule = &self.rules[index as usize];
+            // Most candidates have an element with no hit at all: skip them cheaply.
             if !self.possible(rule, &hits) {
                 continue;
             }
             if let Some((s, e)) = match_rule(rule, &hits) {
                 let (start, end) = normalized.input_span(s, e, input);
                 matches.push(RawMatch {
-                    rule: index,
+                    rule: index as usize,
                     start,
                     end,
                 });
@@ -383,7 +397,77 @@ fn is_line_anchored(regex: &str) -> bool {
     true
 }
 
+/// The anchor index of `rules` (see `Compiled::anchor_rules`).
+fn anchors(
+    rules: &[CompiledRule],
+    check_alts: &[u32],
+    check_ends: &[u32],
+    concepts: usize,
+) -> (Vec<u32>, Vec<u32>, Vec<u32>) {
+    let mut by_concept: Vec<Vec<u32>> = vec![Vec::new(); concepts];
+    let mut unanchored = Vec::new();
+    for (index, rule) in rules.iter().enumerate() {
+        let index = u32::try_from(index).unwrap_or(u32::MAX);
+        // `checks` lists the elements fewest alternatives first.
+        if rule.checks.is_empty() {
+            unanchored.push(index);
+            continue;
+        }
+        let first = rule.checks.start as usize;
+        let from = first
+            .checked_sub(1)
+            .map_or(0, |prev| check_ends[prev] as usize);
+        let mut alts = check_alts[from..check_ends[first] as usize].to_vec();
+        alts.sort_unstable();
+        alts.dedup();
+        for concept in alts {
+            if let Some(list) = by_concept.get_mut(concept as usize) {
+                list.push(index);
+            }
+        }
+    }
+    let mut anchor_rules = Vec::new();
+    let mut anchor_ends = Vec::with_capacity(concepts);
+    for list in by_concept {
+        anchor_rules.extend(list);
+        anchor_ends.push(u32::try_from(anchor_rules.len()).unwrap_or(u32::MAX));
+    }
+    (anchor_rules, anchor_ends, unanchored)
+}
+
 impl Compiled {
+    /// The rules (in rule order, each once) anchored on a concept with a hit.
+    fn candidates(&self, hits: &Hits) -> impl Iterator<Item = u32> {
+        let mut set = vec![0u64; self.rules.len().div_ceil(64)];
+        let mut mark = |rule: u32| {
+            if let Some(word) = set.get_mut(rule as usize / 64) {
+                *word |= 1 << (rule % 64);
+            }
+        };
+        self.unanchored.iter().for_each(|&r| mark(r));
+        for (w, &bits) in hits.present.iter().enumerate() {
+            let mut bits = bits;
+            while bits != 0 {
+                let c = w * 64 + bits.trailing_zeros() as usize;
+                bits &= bits - 1;
+                let start = c
+                    .checked_sub(1)
+                    .and_then(|p| self.anchor_ends.get(p))
+                    .map_or(0, |&e| e as usize);
+                let end = self.anchor_ends.get(c).map_or(start, |&e| e as usize);
+                self.anchor_rules[start..end].iter().for_each(|&r| mark(r));
+            }
+        }
+        set.into_iter().enumerate().flat_map(|(w, bits)| {
+            let base = u32::try_from(w * 64).unwrap_or(u32::MAX);
+            std::iter::successors((bits != 0).then_some(bits), |b| {
+                let rest = b & (b - 1);
+                (rest != 0).then_some(rest)
+            })
+            .map(move |b| base + b.trailing_zeros())
+        })
+    }
+
     /// Whether every element of `rule` has a hit of one of its concepts.
     fn possible(&self, rule: &CompiledRule, hits: &Hits) -> bool {
         let mut from = match rule.checks.start.checked_sub(1) {
@@ -609,6 +693,9 @@ impl Compiled {
             check_ends: Vec::new(),
             concepts: 0,
             shared: Vec::new(),
+            anchor_rules: Vec::new(),
+            anchor_ends: Vec::new(),
+            unanchored: Vec::new(),
         }
     }
 }
