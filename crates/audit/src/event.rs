@@ -80,14 +80,14 @@ impl FromStr for AuditEventType {
     /// (`"DataAccess"`), ignoring ASCII case, so `AgentEnvironment::log_audit`'s
     /// string argument maps onto a type.
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        let wanted: String = s
-            .chars()
-            .filter(|c| *c != '_' && *c != '-')
-            .map(|c| c.to_ascii_lowercase())
-            .collect();
+        let wanted = || {
+            s.bytes()
+                .filter(|b| *b != b'_' && *b != b'-')
+                .map(|b| b.to_ascii_lowercase())
+        };
         Self::ALL
             .into_iter()
-            .find(|t| t.as_str().replace('_', "") == wanted)
+            .find(|t| t.as_str().bytes().filter(|b| *b != b'_').eq(wanted()))
             .ok_or_else(|| AuditError::InvalidEvent(format!("unknown audit event type `{s}`")))
     }
 }

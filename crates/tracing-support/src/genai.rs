@@ -275,29 +275,42 @@ impl ChatSpan {
         if std::mem::replace(&mut self.finished, true) {
             return;
         }
-        let mut labels = vec![
-            (
-                semconv::labels::OPERATION_NAME,
-                semconv::OPERATION_CHAT.to_owned(),
-            ),
-            (semconv::labels::PROVIDER_NAME, self.provider.clone()),
-            (semconv::labels::REQUEST_MODEL, self.request_model.clone()),
-        ];
-        if let Some(model) = &self.response_model {
-            labels.push((semconv::labels::RESPONSE_MODEL, model.clone()));
+        // Finishing happens once, so the span's strings move into the labels.
+        let mut labels = Vec::with_capacity(5);
+        labels.push(metrics::Label::from_static_parts(
+            semconv::labels::OPERATION_NAME,
+            semconv::OPERATION_CHAT,
+        ));
+        labels.push(metrics::Label::new(
+            semconv::labels::PROVIDER_NAME,
+            std::mem::take(&mut self.provider),
+        ));
+        labels.push(metrics::Label::new(
+            semconv::labels::REQUEST_MODEL,
+            std::mem::take(&mut self.request_model),
+        ));
+        if let Some(model) = self.response_model.take() {
+            labels.push(metrics::Label::new(semconv::labels::RESPONSE_MODEL, model));
         }
-        let token_labels = labels.clone();
-        if let Some(error) = &self.error_type {
-            labels.push((semconv::labels::ERROR_TYPE, error.clone()));
+        let token_labels =
+            (self.input_tokens.is_some() || self.output_tokens.is_some()).then(|| labels.clone());
+        if let Some(error) = self.error_type.take() {
+            labels.push(metrics::Label::new(semconv::labels::ERROR_TYPE, error));
         }
         record_duration(labels, self.started);
+        let Some(token_labels) = token_labels else {
+            return;
+        };
         for (kind, tokens) in [("input", self.input_tokens), ("output", self.output_tokens)] {
             if let Some(tokens) = tokens {
-                let mut labels = token_labels.clone();
-                labels.push((semconv::labels::TOKEN_TYPE, kind.to_owned()));
+                let mut labels = Vec::with_capacity(token_labels.len() + 1);
+                labels.extend_from_slice(&token_labels);
+                labels.push(metrics::Label::from_static_parts(
+                    semconv::labels::TOKEN_TYPE,
+                    kind,
+                ));
                 #[allow(clippy::cast_precision_loss)]
-                metrics::histogram!(semconv::CLIENT_TOKEN_USAGE, to_labels(labels))
-                    .record(tokens as f64);
+                metrics::histogram!(semconv::CLIENT_TOKEN_USAGE, labels).record(tokens as f64);
             }
         }
     }
@@ -379,15 +392,17 @@ impl ToolSpan {
         if std::mem::replace(&mut self.finished, true) {
             return;
         }
-        let mut labels = vec![
-            (
-                semconv::labels::OPERATION_NAME,
-                semconv::OPERATION_EXECUTE_TOOL.to_owned(),
-            ),
-            ("gen_ai_tool_name", self.tool.clone()),
-        ];
-        if let Some(error) = &self.error_type {
-            labels.push((semconv::labels::ERROR_TYPE, error.clone()));
+        let mut labels = Vec::with_capacity(3);
+        labels.push(metrics::Label::from_static_parts(
+            semconv::labels::OPERATION_NAME,
+            semconv::OPERATION_EXECUTE_TOOL,
+        ));
+        labels.push(metrics::Label::new(
+            "gen_ai_tool_name",
+            std::mem::take(&mut self.tool),
+        ));
+        if let Some(error) = self.error_type.take() {
+            labels.push(metrics::Label::new(semconv::labels::ERROR_TYPE, error));
         }
         record_duration(labels, self.started);
     }
@@ -403,16 +418,9 @@ fn saturating_i64(value: u64) -> i64 {
     i64::try_from(value).unwrap_or(i64::MAX)
 }
 
-fn record_duration(labels: Vec<(&'static str, String)>, started: Instant) {
-    metrics::histogram!(semconv::CLIENT_OPERATION_DURATION, to_labels(labels))
+fn record_duration(labels: Vec<metrics::Label>, started: Instant) {
+    metrics::histogram!(semconv::CLIENT_OPERATION_DURATION, labels)
         .record(started.elapsed().as_secs_f64());
-}
-
-fn to_labels(labels: Vec<(&'static str, String)>) -> Vec<metrics::Label> {
-    labels
-        .into_iter()
-        .map(|(k, v)| metrics::Label::new(k, v))
-        .collect()
 }
 
 #[cfg(test)]

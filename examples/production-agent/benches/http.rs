@@ -9,7 +9,10 @@
 //!
 //! `cargo xtask bench http` (or `cargo bench -p production-agent --bench http`).
 //! Both servers run in this process on a multi-threaded runtime; the load
-//! generator keeps `CONCURRENCY` requests in flight for `SECONDS` each.
+//! generator keeps `BENCH_CONCURRENCY` (32) requests in flight for
+//! `BENCH_SECONDS` (5) per kind, split into `BENCH_ROUNDS` (10) rounds in which
+//! the kinds take turns, so drift in a shared machine's speed affects the
+//! anchor and the agent alike.
 //!
 //! * `bare_axum`: a handler that parses the same JSON body and answers JSON;
 //! * `agent_message`: `POST /v1/conversations/{id}/messages` on the full stack
@@ -46,20 +49,44 @@ async fn serve(router: axum::Router) -> String {
     format!("http://{addr}")
 }
 
+/// What one kind of request measured, over all its rounds.
+#[derive(Default)]
 struct Result {
     requests: u64,
     elapsed: Duration,
-    p50: Duration,
-    p99: Duration,
+    latencies: Vec<Duration>,
 }
+
+impl Result {
+    fn add(&mut self, round: Result) {
+        self.requests += round.requests;
+        self.elapsed += round.elapsed;
+        self.latencies.extend(round.latencies);
+    }
+
+    fn rate(&self) -> f64 {
+        self.requests as f64 / self.elapsed.as_secs_f64()
+    }
+
+    fn percentile(&mut self, p: f64) -> Duration {
+        self.latencies.sort_unstable();
+        let n = self.latencies.len();
+        self.latencies
+            .get(((n as f64 * p) as usize).min(n.saturating_sub(1)))
+            .copied()
+            .unwrap_or_default()
+    }
+}
+
+type MakeRequest = Arc<dyn Fn(&reqwest::Client) -> reqwest::RequestBuilder + Send + Sync>;
 
 async fn load(
     client: reqwest::Client,
-    make: Arc<dyn Fn(&reqwest::Client) -> reqwest::RequestBuilder + Send + Sync>,
+    make: MakeRequest,
     concurrency: u64,
-    seconds: u64,
+    duration: Duration,
 ) -> Result {
-    let deadline = Instant::now() + Duration::from_secs(seconds);
+    let deadline = Instant::now() + duration;
     let start = Instant::now();
     let workers: Vec<_> = (0..concurrency)
         .map(|_| {
@@ -81,34 +108,26 @@ async fn load(
             })
         })
         .collect();
-    let mut all = Vec::new();
+    let mut latencies = Vec::new();
     for w in workers {
-        all.extend(w.await.unwrap());
+        latencies.extend(w.await.unwrap());
     }
-    let elapsed = start.elapsed();
-    all.sort();
-    let pct = |p: f64| {
-        all.get(((all.len() as f64 * p) as usize).min(all.len().saturating_sub(1)))
-            .copied()
-            .unwrap_or_default()
-    };
     Result {
-        requests: all.len() as u64,
-        elapsed,
-        p50: pct(0.50),
-        p99: pct(0.99),
+        requests: latencies.len() as u64,
+        elapsed: start.elapsed(),
+        latencies,
     }
 }
 
-fn report(name: &str, r: &Result, anchor: Option<f64>) -> f64 {
-    let rps = r.requests as f64 / r.elapsed.as_secs_f64();
+fn report(name: &str, r: &mut Result, anchor: Option<f64>) -> f64 {
+    let rps = r.rate();
     let ratio = anchor
         .map(|a| format!("{:.0}% of anchor", 100.0 * rps / a))
         .unwrap_or_default();
     println!(
         "{name:<16} {rps:>10.0} req/s   p50 {:>8.1} µs   p99 {:>8.1} µs   {ratio}",
-        r.p50.as_secs_f64() * 1e6,
-        r.p99.as_secs_f64() * 1e6
+        r.percentile(0.50).as_secs_f64() * 1e6,
+        r.percentile(0.99).as_secs_f64() * 1e6
     );
     rps
 }
@@ -116,6 +135,7 @@ fn report(name: &str, r: &Result, anchor: Option<f64>) -> f64 {
 fn main() {
     let concurrency = env_or("BENCH_CONCURRENCY", 32);
     let seconds = env_or("BENCH_SECONDS", 5);
+    let rounds = env_or("BENCH_ROUNDS", 10).max(1);
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -159,19 +179,6 @@ fn main() {
             .unwrap()
             .to_owned();
 
-        println!("concurrency {concurrency}, {seconds} s per run, loopback, one process");
-        let url = format!("{bare_url}/echo");
-        let bare = load(
-            client.clone(),
-            Arc::new(move |c: &reqwest::Client| {
-                c.post(&url).json(&json!({"content": "What is 6 * 7?"}))
-            }),
-            concurrency,
-            seconds,
-        )
-        .await;
-        let anchor = report("bare_axum", &bare, None);
-
         // Each message takes the conversation's lock, so spread the load over
         // as many conversations as there are workers.
         let mut ids = Vec::new();
@@ -190,29 +197,49 @@ fn main() {
         let ids = Arc::new(ids);
         let counter = Arc::new(std::sync::atomic::AtomicUsize::new(0));
         let base = agent_url.clone();
-        let message = load(
-            client.clone(),
-            Arc::new(move |c: &reqwest::Client| {
-                let n = counter.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                let id = &ids[n % ids.len()];
-                c.post(format!("{base}/v1/conversations/{id}/messages"))
-                    .bearer_auth(KEY)
-                    .json(&json!({"content": "What is 6 * 7?"}))
-            }),
-            concurrency,
-            seconds,
-        )
-        .await;
-        report("agent_message", &message, Some(anchor));
+        let echo = format!("{bare_url}/echo");
+        let read = format!("{agent_url}/v1/conversations/{id}");
+        let kinds: [(&str, MakeRequest); 3] = [
+            (
+                "bare_axum",
+                Arc::new(move |c: &reqwest::Client| {
+                    c.post(&echo).json(&json!({"content": "What is 6 * 7?"}))
+                }),
+            ),
+            (
+                "agent_message",
+                Arc::new(move |c: &reqwest::Client| {
+                    let n = counter.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    let id = &ids[n % ids.len()];
+                    c.post(format!("{base}/v1/conversations/{id}/messages"))
+                        .bearer_auth(KEY)
+                        .json(&json!({"content": "What is 6 * 7?"}))
+                }),
+            ),
+            (
+                "agent_read",
+                Arc::new(move |c: &reqwest::Client| c.get(&read).bearer_auth(KEY)),
+            ),
+        ];
 
-        let url = format!("{agent_url}/v1/conversations/{id}");
-        let read = load(
-            client.clone(),
-            Arc::new(move |c: &reqwest::Client| c.get(&url).bearer_auth(KEY)),
-            concurrency,
-            seconds,
-        )
-        .await;
-        report("agent_read", &read, Some(anchor));
+        // The kinds take turns in short rounds, so a slow or fast spell of a
+        // shared machine falls on all of them alike.
+        println!(
+            "concurrency {concurrency}, {seconds} s per kind in {rounds} interleaved rounds, \
+             loopback, one process"
+        );
+        let slice = Duration::from_secs_f64(seconds as f64 / rounds as f64);
+        let mut results: Vec<Result> = kinds.iter().map(|_| Result::default()).collect();
+        for _ in 0..rounds {
+            for ((_, make), result) in kinds.iter().zip(&mut results) {
+                result.add(load(client.clone(), Arc::clone(make), concurrency, slice).await);
+            }
+        }
+        let mut results = results.into_iter();
+        let mut bare = results.next().unwrap();
+        let anchor = report(kinds[0].0, &mut bare, None);
+        for ((name, _), mut result) in kinds.iter().skip(1).zip(results) {
+            report(name, &mut result, Some(anchor));
+        }
     });
 }

@@ -24,10 +24,11 @@ use crate::llm::{Provider, Reply};
 use crate::tools;
 
 /// Where a conversation stands.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "snake_case", tag = "status", content = "detail")]
 pub enum Status {
     /// Waiting for the user.
+    #[default]
     Idle,
     /// The agent loop is running.
     Thinking,
@@ -39,8 +40,9 @@ pub enum Status {
     Ended,
 }
 
-/// One conversation's state.
-#[derive(Debug, Clone, PartialEq)]
+/// One conversation's state. The default is an idle state with no owner and
+/// no messages.
+#[derive(Debug, Clone, PartialEq, Default)]
 pub struct AgentState {
     /// The conversation's id.
     pub conversation_id: Option<String>,
@@ -71,14 +73,24 @@ impl AgentState {
         }
     }
 
+    /// The same conversation without its messages.
+    pub fn without_messages(&self) -> Self {
+        Self {
+            conversation_id: self.conversation_id.clone(),
+            messages: Arc::default(),
+            user_id: self.user_id.clone(),
+            steps: self.steps,
+            status: self.status.clone(),
+            last_error: self.last_error.clone(),
+        }
+    }
+
     /// The latest assistant text, if any.
     pub fn last_reply(&self) -> Option<&str> {
         self.messages
             .iter()
             .rev()
-            .find(|m| {
-                m.role == Role::Assistant && matches!(Reply::parse(&m.content), Reply::Text(_))
-            })
+            .find(|m| m.role == Role::Assistant && Reply::is_text(&m.content))
             .map(|m| m.content.as_str())
     }
 }
@@ -226,8 +238,8 @@ impl Reducer for AgentReducer {
                     Self::call_llm(state, env),
                 ])
             }
-            AgentAction::ProcessResponse { response } => match Reply::parse(&response) {
-                Reply::ToolCall { name, input } => {
+            AgentAction::ProcessResponse { response } => match Reply::tool_request(&response) {
+                Some(Reply::ToolCall { name, input }) => {
                     Arc::make_mut(&mut state.messages).push(Message::assistant(response));
                     state.steps += 1;
                     if state.steps > self.config.max_steps {
@@ -247,8 +259,8 @@ impl Reducer for AgentReducer {
                         AgentAction::ToolResult { tool: name, output }
                     })
                 }
-                Reply::Text(text) => {
-                    Arc::make_mut(&mut state.messages).push(Message::assistant(text));
+                _ => {
+                    Arc::make_mut(&mut state.messages).push(Message::assistant(response));
                     self.prune(state);
                     state.status = Status::Idle;
                     Effects::none()

@@ -273,14 +273,16 @@ async fn create_conversation(
 ) -> Result<Response, ApiError> {
     let id = uuid::Uuid::now_v7().to_string();
     let state = AgentState::new(id.clone(), user.id.clone(), &app.config.agent.system_prompt);
-    let state = run_agent(
+    let (state, result) = run_store(
+        Arc::clone(&app.reducer),
         &app,
         state,
         AgentAction::StartConversation {
             user_id: user.id.clone(),
         },
     )
-    .await?;
+    .await;
+    result?;
     let created_at = chrono::Utc::now();
     app.storage
         .create(Conversation {
@@ -351,17 +353,13 @@ async fn end_conversation(
     Caller(user): Caller,
     Path(id): Path<String>,
 ) -> Result<Response, ApiError> {
-    let locked = app
+    let mut locked = app
         .storage
         .lock(&id, owner_filter(&user))
         .await?
         .ok_or_else(|| AgentError::NotFound(format!("conversation {id}")))?;
-    let state = run_agent(
-        &app,
-        locked.conversation().state.clone(),
-        AgentAction::EndConversation,
-    )
-    .await?;
+    run_agent(&app, &mut locked, AgentAction::EndConversation).await?;
+    let state = locked.take_state();
     locked.save(state).await?;
     Ok(StatusCode::NO_CONTENT.into_response())
 }
@@ -391,7 +389,7 @@ async fn send_message(
             AgentError::InvalidInput(format!("content is longer than {max} characters")).into(),
         );
     }
-    let locked = app
+    let mut locked = app
         .storage
         .lock(&id, owner_filter(&user))
         .await?
@@ -404,56 +402,94 @@ async fn send_message(
     if body.stream && app.reducer.screen(content).is_none() {
         return Ok(crate::stream::turn(app, locked, id, content.to_owned()).into_response());
     }
-    let state = run_agent(
+    run_agent(
         &app,
-        locked.conversation().state.clone(),
+        &mut locked,
         AgentAction::SendMessage {
             content: content.to_owned(),
         },
     )
     .await?;
-    let body = settle_turn(locked, state, &id).await?;
+    let body = settle_turn(locked, &id).await?;
     Ok(Json(body).into_response())
 }
 
-/// Run the agent's reducer for one action (and everything it causes) on `state`.
+/// Run the agent's reducer for one action (and everything it causes) on the
+/// locked conversation's state.
 async fn run_agent(
     app: &AppState,
-    state: AgentState,
+    locked: &mut Locked,
     action: AgentAction,
-) -> Result<AgentState, AgentError> {
-    run_agent_with(Arc::clone(&app.reducer), app, state, action).await
+) -> Result<(), AgentError> {
+    run_agent_with(Arc::clone(&app.reducer), app, locked, action).await
 }
 
-/// Run `reducer` for one action (and everything it causes) on `state`.
+/// Run `reducer` for one action (and everything it causes) on the locked
+/// conversation's state. The state goes back into `locked` in every case,
+/// including errors.
 pub(crate) async fn run_agent_with<R>(
+    reducer: R,
+    app: &AppState,
+    locked: &mut Locked,
+    action: AgentAction,
+) -> Result<(), AgentError>
+where
+    R: Reducer<State = AgentState, Action = AgentAction, Environment = Arc<ServerEnvironment>>,
+{
+    let (state, result) = run_store(reducer, app, locked.take_state(), action).await;
+    locked.put_state(state);
+    result
+}
+
+/// Run `reducer` for one action (and everything it causes) on `state` in a
+/// store; the state it reached comes back in every case, with the error.
+async fn run_store<R>(
     reducer: R,
     app: &AppState,
     state: AgentState,
     action: AgentAction,
-) -> Result<AgentState, AgentError>
+) -> (AgentState, Result<(), AgentError>)
 where
     R: Reducer<State = AgentState, Action = AgentAction, Environment = Arc<ServerEnvironment>>,
 {
-    let store = Store::with_config(
+    // Kept only until the store exists, should it refuse to start; then the
+    // store holds the only reference to the history and appends without
+    // copying it.
+    let fallback = state.clone();
+    let store = match Store::with_config(
         state,
         reducer,
         Arc::clone(&app.env),
         composable_rust_agent_patterns::StoreConfig::default(),
-    )?;
-    store.send(action).await?.finished().await;
-    Ok(store.state(Clone::clone))
+    ) {
+        Ok(store) => store,
+        Err(e) => return (fallback, Err(e.into())),
+    };
+    drop(fallback);
+    let result = match store.send(action).await {
+        Ok(task) => {
+            task.finished().await;
+            Ok(())
+        }
+        // The store stopped (its reducer panicked): keep what it reached.
+        Err(e) => Err(e.into()),
+    };
+    (store.state(Clone::clone), result)
 }
 
 /// End a message turn: keep its state (a blocked message is not kept; every
 /// other outcome is) and give the reply body, or the turn's error.
 pub(crate) async fn settle_turn(
-    locked: Locked,
-    state: AgentState,
+    mut locked: Locked,
     id: &str,
 ) -> Result<serde_json::Value, AgentError> {
+    let state = locked.take_state();
     match &state.status {
-        Status::Blocked(reason) => Err(AgentError::SecurityViolation(reason.clone())),
+        Status::Blocked(reason) => {
+            let error = AgentError::SecurityViolation(reason.clone());
+            locked.put_unkept(state);
+            Err(error)
+        }
         Status::Failed(_) => {
             let error = state
                 .last_error

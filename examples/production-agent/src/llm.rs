@@ -34,22 +34,53 @@ pub enum Reply {
 impl Reply {
     /// Read a provider's reply string.
     pub fn parse(raw: &str) -> Self {
-        serde_json::from_str::<Value>(raw)
-            .ok()
-            .and_then(|v| {
-                let call = v.get("tool_call")?;
-                Some(Reply::ToolCall {
-                    name: call.get("name")?.as_str()?.to_owned(),
-                    input: call.get("input")?.as_str()?.to_owned(),
-                })
-            })
-            .unwrap_or_else(|| Reply::Text(raw.to_owned()))
+        Self::tool_request(raw).unwrap_or_else(|| Reply::Text(raw.to_owned()))
+    }
+
+    /// Whether `raw` is text for the user rather than a tool request.
+    pub fn is_text(raw: &str) -> bool {
+        Self::tool_request(raw).is_none()
+    }
+
+    /// The tool request in `raw`, or `None` when `raw` is text.
+    pub fn tool_request(raw: &str) -> Option<Self> {
+        // Text is the common case: only an object can be a tool request.
+        if !raw.trim_start().starts_with('{') {
+            return None;
+        }
+        let ToolCallWire { tool_call } = serde_json::from_str(raw).ok()?;
+        Some(Reply::ToolCall {
+            name: tool_call.name.into_owned(),
+            input: tool_call.input.into_owned(),
+        })
     }
 
     /// The reply string for a tool request.
     pub fn tool_call(name: &str, input: &str) -> String {
-        json!({ "tool_call": { "name": name, "input": input } }).to_string()
+        serde_json::to_string(&ToolCallWire {
+            tool_call: ToolCallBody {
+                name: name.into(),
+                input: input.into(),
+            },
+        })
+        // Two strings always serialise; the fallback only keeps this total.
+        .unwrap_or_else(|_| json!({ "tool_call": { "name": name, "input": input } }).to_string())
     }
+}
+
+/// `{"tool_call":{"name":…,"input":…}}`; other fields are ignored.
+#[derive(serde::Serialize, serde::Deserialize)]
+struct ToolCallWire<'a> {
+    #[serde(borrow)]
+    tool_call: ToolCallBody<'a>,
+}
+
+#[derive(serde::Serialize, serde::Deserialize)]
+struct ToolCallBody<'a> {
+    #[serde(borrow)]
+    name: std::borrow::Cow<'a, str>,
+    #[serde(borrow)]
+    input: std::borrow::Cow<'a, str>,
 }
 
 /// Which protocol a provider speaks.
@@ -315,9 +346,10 @@ struct Completion {
     model: Option<String>,
 }
 
-/// About four characters per token, for the offline model's usage figures.
+/// About four bytes per token (the usual rule of thumb for English), for the
+/// offline model's usage figures.
 fn estimate_tokens(text: &str) -> u64 {
-    (text.chars().count() as u64).div_ceil(4)
+    (text.len() as u64).div_ceil(4)
 }
 
 fn tool_input(input: Option<&Value>) -> String {
@@ -374,7 +406,7 @@ pub fn offline(messages: &[Message]) -> Result<String, AgentError> {
                 .iter()
                 .rev()
                 .find(|m| m.role == Role::Assistant)
-                .map(|m| Reply::parse(&m.content));
+                .and_then(|m| Reply::tool_request(&m.content));
             Ok(match asked {
                 Some(Reply::ToolCall { name, input }) if name == "calculator" => {
                     format!("{input} = {}", last.content)

@@ -36,9 +36,16 @@ fn db(e: sqlx::Error) -> AgentError {
 
 /// A conversation held for one turn; [`save`](Self::save) writes the new state
 /// and releases it, dropping releases it unchanged.
+///
+/// The state is held here, not copied: a turn [takes](Self::take_state) it, so
+/// the message history it appends to is not shared and is never copied, and
+/// gives it back with [`put_state`](Self::put_state) or `save`.
 pub struct Locked {
     conversation: Conversation,
-    inner: Inner,
+    /// The stored state without its messages: what a turn that is not kept
+    /// puts back.
+    stored: AgentState,
+    inner: Option<Inner>,
 }
 
 enum Inner {
@@ -47,19 +54,43 @@ enum Inner {
 }
 
 impl Locked {
-    /// The conversation as stored.
+    /// The conversation as stored (its messages are empty while a turn holds
+    /// the state).
     pub fn conversation(&self) -> &Conversation {
         &self.conversation
     }
 
+    /// Lend the state to a turn. Give it back with
+    /// [`put_state`](Self::put_state), [`put_unkept`](Self::put_unkept) or
+    /// [`save`](Self::save): a `Locked` dropped without it releases the
+    /// conversation with no messages.
+    pub fn take_state(&mut self) -> AgentState {
+        let rest = self.conversation.state.without_messages();
+        std::mem::replace(&mut self.conversation.state, rest)
+    }
+
+    /// Give back a state taken with [`take_state`](Self::take_state).
+    pub fn put_state(&mut self, state: AgentState) {
+        self.conversation.state = state;
+    }
+
+    /// Give back the state of a turn that is not kept (a blocked message): its
+    /// messages, with the status, steps and error the conversation had before.
+    pub fn put_unkept(&mut self, state: AgentState) {
+        self.conversation.state = AgentState {
+            messages: state.messages,
+            ..self.stored.clone()
+        };
+    }
+
     /// Store `state` and release the conversation.
-    pub async fn save(self, state: AgentState) -> Result<(), AgentError> {
-        match self.inner {
-            Inner::Memory(mut guard) => {
+    pub async fn save(mut self, state: AgentState) -> Result<(), AgentError> {
+        match self.inner.take() {
+            Some(Inner::Memory(mut guard)) => {
                 guard.state = state;
                 Ok(())
             }
-            Inner::Postgres(mut tx) => {
+            Some(Inner::Postgres(mut tx)) => {
                 sqlx::query(
                     "UPDATE agent_conversations SET status = $2, messages = $3 WHERE id = $1",
                 )
@@ -71,6 +102,18 @@ impl Locked {
                 .map_err(db)?;
                 tx.commit().await.map_err(db)
             }
+            None => Err(AgentError::Internal(
+                "the conversation was already saved".into(),
+            )),
+        }
+    }
+}
+
+impl Drop for Locked {
+    fn drop(&mut self) {
+        // Unsaved: memory gets its state back; Postgres rolls back.
+        if let Some(Inner::Memory(guard)) = &mut self.inner {
+            guard.state = std::mem::take(&mut self.conversation.state);
         }
     }
 }
@@ -131,16 +174,18 @@ impl Storage {
                 let Some(shared) = m.get(id, owner).await else {
                     return Ok(None);
                 };
-                let guard = shared.lock_owned().await;
+                let mut guard = shared.lock_owned().await;
                 let conversation = Conversation {
                     id: guard.id.clone(),
                     owner: guard.owner.clone(),
                     created_at: guard.created_at,
-                    state: guard.state.clone(),
+                    // Moved, not shared; `Drop` or `save` puts it back.
+                    state: std::mem::take(&mut guard.state),
                 };
                 Ok(Some(Locked {
+                    stored: conversation.state.without_messages(),
                     conversation,
-                    inner: Inner::Memory(guard),
+                    inner: Some(Inner::Memory(guard)),
                 }))
             }
             Self::Postgres(pool) => {
@@ -158,8 +203,9 @@ impl Storage {
                     return Ok(None);
                 }
                 Ok(Some(Locked {
+                    stored: conversation.state.without_messages(),
                     conversation,
-                    inner: Inner::Postgres(tx),
+                    inner: Some(Inner::Postgres(tx)),
                 }))
             }
         }
@@ -172,10 +218,18 @@ impl Storage {
         owner: Option<&str>,
     ) -> Result<Option<Conversation>, AgentError> {
         match self {
-            Self::Memory(_) => Ok(self
-                .lock(id, owner)
-                .await?
-                .map(|locked| locked.conversation)),
+            Self::Memory(m) => {
+                let Some(shared) = m.get(id, owner).await else {
+                    return Ok(None);
+                };
+                let stored = shared.lock().await;
+                Ok(Some(Conversation {
+                    id: stored.id.clone(),
+                    owner: stored.owner.clone(),
+                    created_at: stored.created_at,
+                    state: stored.state.clone(),
+                }))
+            }
             Self::Postgres(pool) => {
                 let row = sqlx::query("SELECT id, owner, created_at, status, messages FROM agent_conversations WHERE id = $1")
                     .bind(id)

@@ -123,7 +123,7 @@ pub fn turn(
 /// Run the turn, save it, and return the final `done` event.
 async fn run(
     app: &AppState,
-    locked: Locked,
+    mut locked: Locked,
     id: &str,
     content: String,
     events: mpsc::Sender<Event>,
@@ -132,10 +132,15 @@ async fn run(
         inner: Arc::clone(&app.reducer),
         events,
     };
-    let state = locked.conversation().state.clone();
     // Screened before the stream started; should the rules have changed in
     // between, `settle_turn` still does not keep a blocked message.
-    let state = run_agent_with(reducer, app, state, AgentAction::SendMessage { content }).await?;
-    let body = settle_turn(locked, state, id).await?;
+    run_agent_with(
+        reducer,
+        app,
+        &mut locked,
+        AgentAction::SendMessage { content },
+    )
+    .await?;
+    let body = settle_turn(locked, id).await?;
     Ok(event("done", &body))
 }

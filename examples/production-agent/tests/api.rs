@@ -641,6 +641,14 @@ both!(a_prompt_injection_is_refused_reported_and_audited);
 async fn a_prompt_injection_is_refused_reported_and_audited(mode: Mode) {
     let server = start(config(mode).await).await;
     let id = server.conversation(ALICE).await;
+    // An innocent technical question with trigger words passes.
+    let (status, body) = server
+        .say(ALICE, &id, "How do I run sudo apt install nginx on Ubuntu?")
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let (_, _, before) = server
+        .get(&format!("/v1/conversations/{id}"), Some(ALICE))
+        .await;
     let (status, body) = server
         .say(
             ALICE,
@@ -650,16 +658,16 @@ async fn a_prompt_injection_is_refused_reported_and_audited(mode: Mode) {
         .await;
     assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
     assert_eq!(body["error"]["code"], "security_violation");
-    // The blocked message is not kept.
-    let (_, _, convo) = server
+    // The blocked message is not kept: history and status are as before.
+    let (_, _, after) = server
         .get(&format!("/v1/conversations/{id}"), Some(ALICE))
         .await;
-    assert_eq!(convo["messages"].as_array().unwrap().len(), 1);
-    // An innocent technical question with trigger words passes.
-    let (status, body) = server
-        .say(ALICE, &id, "How do I run sudo apt install nginx on Ubuntu?")
-        .await;
+    assert_eq!(after["messages"].as_array().unwrap().len(), 3, "{after}");
+    assert_eq!(after, before);
+    // The conversation goes on.
+    let (status, body) = server.say(ALICE, &id, "What is 2 + 3?").await;
     assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body["message_count"], 7, "{body}");
 
     // The incident is on the dashboard and in the audit trail.
     let mut dashboard = Value::Null;
