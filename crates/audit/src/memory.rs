@@ -4,6 +4,7 @@ use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use async_trait::async_trait;
+use foldhash::fast::RandomState;
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
@@ -97,9 +98,10 @@ struct Inner {
     first_sequence: u64,
     head: ChainHead,
     evicted: u64,
-    by_actor: HashMap<String, VecDeque<u64>>,
+    by_actor: HashMap<String, VecDeque<u64>, RandomState>,
     by_type: [VecDeque<u64>; 6],
-    by_id: HashMap<Uuid, u64>,
+    /// Ids are random in their low bits; a fast seeded hash suffices.
+    by_id: HashMap<Uuid, u64, RandomState>,
 }
 
 impl Default for InMemoryAuditLogger {

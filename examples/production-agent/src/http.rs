@@ -477,12 +477,17 @@ where
     (store.state(Clone::clone), result)
 }
 
+/// The answer to a message: the reply after the turn.
+#[derive(Debug, serde::Serialize)]
+pub(crate) struct TurnReply {
+    conversation_id: String,
+    reply: Option<String>,
+    message_count: usize,
+}
+
 /// End a message turn: keep its state (a blocked message is not kept; every
 /// other outcome is) and give the reply body, or the turn's error.
-pub(crate) async fn settle_turn(
-    mut locked: Locked,
-    id: &str,
-) -> Result<serde_json::Value, AgentError> {
+pub(crate) async fn settle_turn(mut locked: Locked, id: &str) -> Result<TurnReply, AgentError> {
     let state = locked.take_state();
     match &state.status {
         Status::Blocked(reason) => {
@@ -499,11 +504,11 @@ pub(crate) async fn settle_turn(
             Err(error)
         }
         _ => {
-            let body = json!({
-                "conversation_id": id,
-                "reply": state.last_reply(),
-                "message_count": state.messages.len(),
-            });
+            let body = TurnReply {
+                conversation_id: id.to_owned(),
+                reply: state.last_reply().map(str::to_owned),
+                message_count: state.messages.len(),
+            };
             locked.save(state).await?;
             Ok(body)
         }

@@ -57,8 +57,11 @@ impl Reducer for Streaming {
     }
 }
 
-fn event(name: &str, data: &Value) -> Event {
-    Event::default().event(name).data(data.to_string())
+fn event(name: &str, data: &impl serde::Serialize) -> Event {
+    let data = serde_json::to_string(data).unwrap_or_else(|e| {
+        json!({"error": {"code": "internal", "message": e.to_string()}}).to_string()
+    });
+    Event::default().event(name).data(data)
 }
 
 /// The event an action is worth to the client, if any.
