@@ -3,6 +3,8 @@
 //! a log) and enforce size limits, so one event can neither leak a credential
 //! nor blow up the store.
 
+use std::borrow::Cow;
+
 use serde::{Deserialize, Serialize};
 
 use crate::error::AuditError;
@@ -94,9 +96,25 @@ impl EventPolicy {
     /// Whether `key` looks like it holds a secret.
     pub fn is_secret_key(&self, key: &str) -> bool {
         let key = normalise(key);
-        self.redact_keys
+        let key = key.as_bytes();
+        // A fragment must end where a word of the key ends: try each such end
+        // against each fragment, by plain byte comparison.
+        let word_ends = key
             .iter()
-            .any(|fragment| ends_a_word(&key, &normalise(fragment)))
+            .enumerate()
+            .filter(|(_, b)| **b == b'_')
+            .map(|(i, _)| i)
+            .chain(std::iter::once(key.len()));
+        for end in word_ends {
+            let before = &key[..end];
+            if self.redact_keys.iter().any(|fragment| {
+                let fragment = normalise(fragment);
+                !fragment.is_empty() && before.ends_with(fragment.as_bytes())
+            }) {
+                return true;
+            }
+        }
+        false
     }
 
     /// Checks the limits and redacts secret-looking metadata, returning the
@@ -105,10 +123,13 @@ impl EventPolicy {
     /// Also rejects NUL characters, which PostgreSQL text cannot hold, so an
     /// event is accepted or refused the same way by every store.
     pub fn apply(&self, mut event: AuditEvent) -> Result<AuditEvent, AuditError> {
-        self.check(&event)?;
+        self.check_fields(&event)?;
         for (key, value) in &mut event.metadata {
+            self.check_field("metadata key", key)?;
             if self.is_secret_key(key) {
                 REDACTED.clone_into(value);
+            } else {
+                self.check_field("metadata value", value)?;
             }
         }
         event.chain = None;
@@ -118,6 +139,18 @@ impl EventPolicy {
     /// The checks of [`apply`](Self::apply) without the copy: whether the
     /// event would be accepted.
     pub fn check(&self, event: &AuditEvent) -> Result<(), AuditError> {
+        self.check_fields(event)?;
+        for (key, value) in &event.metadata {
+            self.check_field("metadata key", key)?;
+            if !self.is_secret_key(key) {
+                self.check_field("metadata value", value)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Every check but the metadata entries' own.
+    fn check_fields(&self, event: &AuditEvent) -> Result<(), AuditError> {
         self.check_field("actor", &event.actor)?;
         self.check_field("action", &event.action)?;
         for (name, value) in [
@@ -135,12 +168,6 @@ impl EventPolicy {
                 event.metadata.len(),
                 self.max_metadata_entries
             )));
-        }
-        for (key, value) in &event.metadata {
-            self.check_field("metadata key", key)?;
-            if !self.is_secret_key(key) {
-                self.check_field("metadata value", value)?;
-            }
         }
         Ok(())
     }
@@ -164,7 +191,18 @@ impl EventPolicy {
 
 /// Lowercase, separators as `_`, and a `_` where a lowercase letter or digit
 /// is followed by an uppercase one (`refreshToken` -> `refresh_token`).
-fn normalise(key: &str) -> String {
+/// Borrowed when `key` is already in that form (lowercase ASCII, digits, `_`).
+fn normalise(key: &str) -> Cow<'_, str> {
+    if key
+        .bytes()
+        .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_')
+    {
+        return Cow::Borrowed(key);
+    }
+    Cow::Owned(normalise_owned(key))
+}
+
+fn normalise_owned(key: &str) -> String {
     let mut out = String::with_capacity(key.len() + 4);
     let mut prev_lower = false;
     for c in key.chars() {
@@ -187,18 +225,6 @@ fn normalise(key: &str) -> String {
         }
     }
     out
-}
-
-/// Whether `fragment` occurs in `key` ending where a word ends (at the end of
-/// the key or before a `_`).
-fn ends_a_word(key: &str, fragment: &str) -> bool {
-    if fragment.is_empty() {
-        return false;
-    }
-    key.match_indices(fragment).any(|(start, _)| {
-        let end = start + fragment.len();
-        end == key.len() || key.as_bytes().get(end) == Some(&b'_')
-    })
 }
 
 #[cfg(test)]
