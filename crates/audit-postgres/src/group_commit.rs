@@ -158,11 +158,14 @@ impl GroupCommit {
     /// Spawns the writer task on the current tokio runtime.
     pub(crate) fn start<S: BatchSink>(sink: S, settings: Settings, shared: Arc<Shared>) -> Self {
         let (queue, rx) = mpsc::channel(settings.queue_capacity);
+        let (acks, written) = mpsc::channel(ACK_QUEUE);
+        tokio::spawn(acknowledge_batches(written));
         let writer = Writer {
             rx,
             sink,
             shared,
             settings,
+            acks,
         };
         tokio::spawn(writer.run());
         Self { queue, settings }
@@ -222,6 +225,27 @@ struct Writer<S> {
     sink: S,
     shared: Arc<Shared>,
     settings: Settings,
+    /// Written batches whose callers are still to be told.
+    acks: mpsc::Sender<Vec<Pending>>,
+}
+
+/// Batches handed to the acknowledging task at most; beyond, the writer
+/// acknowledges itself.
+const ACK_QUEUE: usize = 8;
+
+/// Tells every caller of a written batch that its event is stored.
+fn acknowledge(batch: &mut Vec<Pending>) {
+    for pending in batch.drain(..) {
+        // The caller may have stopped waiting; nothing to tell then.
+        let _ = pending.ack.send(Ok(()));
+    }
+}
+
+/// Acknowledges written batches, in the order they were written.
+async fn acknowledge_batches(mut batches: mpsc::Receiver<Vec<Pending>>) {
+    while let Some(mut batch) = batches.recv().await {
+        acknowledge(&mut batch);
+    }
 }
 
 impl<S: BatchSink> Writer<S> {
@@ -317,8 +341,12 @@ impl<S: BatchSink> Writer<S> {
                     metrics::counter!(EVENTS_LOGGED_TOTAL, "store" => "postgres")
                         .increment(written.inserted as u64);
                     self.shared.record_success(written.head);
-                    for pending in batch.drain(..) {
-                        let _ = pending.ack.send(Ok(()));
+                    // Waking the callers is left to the acknowledging task,
+                    // so the next batch goes out at once.
+                    if let Err(full) = self.acks.try_send(std::mem::take(batch)) {
+                        let (mpsc::error::TrySendError::Full(mut acked)
+                        | mpsc::error::TrySendError::Closed(mut acked)) = full;
+                        acknowledge(&mut acked);
                     }
                     return;
                 }
