@@ -157,6 +157,9 @@ impl Compiled {
             Some(
                 AhoCorasick::builder()
                     .ascii_case_insensitive(true)
+                    // A full DFA: one table lookup per byte on the overlapping
+                    // walk over every input byte (the gates are few and short).
+                    .kind(Some(aho_corasick::AhoCorasickKind::DFA))
                     .build(&gate_patterns)
                     .map_err(|e| SecurityError::Rules {
                         line: 0,
