@@ -405,6 +405,41 @@ async fn failures_are_retried_then_the_breaker_opens_and_fails_fast(mode: Mode) 
     assert_eq!(status, StatusCode::OK, "{body}");
 }
 
+both!(the_open_breaker_lets_a_trial_through_after_its_timeout);
+async fn the_open_breaker_lets_a_trial_through_after_its_timeout(mode: Mode) {
+    let fake = Arc::new(FakeLlm::default());
+    fake.failures.store(1000, Ordering::SeqCst);
+    let server = start(anthropic_config(mode, start_fake(Arc::clone(&fake)).await).await).await;
+    let id = server.conversation(ALICE).await;
+    for _ in 0..2 {
+        let (status, _) = server.say(ALICE, &id, "hello").await;
+        assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+    }
+    let (_, body) = server.say(ALICE, &id, "hello").await;
+    assert_eq!(body["error"]["code"], "circuit_breaker_open", "{body}");
+
+    // The provider recovers. Still inside the open timeout: refused fast.
+    fake.failures.store(0, Ordering::SeqCst);
+    let before = fake.calls.load(Ordering::SeqCst);
+    let (_, body) = server.say(ALICE, &id, "hello").await;
+    assert_eq!(body["error"]["code"], "circuit_breaker_open", "{body}");
+    assert_eq!(fake.calls.load(Ordering::SeqCst), before);
+
+    // Past the open timeout (600 s, on tokio's clock, moved between requests
+    // with nothing in flight): the next call is the trial, it succeeds, and
+    // the breaker closes.
+    tokio::time::pause();
+    tokio::time::advance(Duration::from_secs(601)).await;
+    tokio::time::resume();
+    let (status, body) = server.say(ALICE, &id, "add two and two").await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let (_, _, breakers) = server.get("/debug/circuit_breakers", Some(ADMIN)).await;
+    assert_eq!(
+        breakers["circuit_breakers"][0]["state"], "closed",
+        "{breakers}"
+    );
+}
+
 both!(the_fallback_provider_answers_when_the_primary_is_down);
 async fn the_fallback_provider_answers_when_the_primary_is_down(mode: Mode) {
     let fake = Arc::new(FakeLlm::default());
