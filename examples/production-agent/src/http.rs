@@ -358,9 +358,12 @@ async fn end_conversation(
         .lock(&id, owner_filter(&user))
         .await?
         .ok_or_else(|| AgentError::NotFound(format!("conversation {id}")))?;
-    run_agent(&app, &mut locked, AgentAction::EndConversation).await?;
-    let state = locked.take_state();
-    locked.save(state).await?;
+    detached(async move {
+        run_agent(&app, &mut locked, AgentAction::EndConversation).await?;
+        let state = locked.take_state();
+        locked.save(state).await
+    })
+    .await?;
     Ok(StatusCode::NO_CONTENT.into_response())
 }
 
@@ -402,16 +405,25 @@ async fn send_message(
     if body.stream && app.reducer.screen(content).is_none() {
         return Ok(crate::stream::turn(app, locked, id, content.to_owned()).into_response());
     }
-    run_agent(
-        &app,
-        &mut locked,
-        AgentAction::SendMessage {
-            content: content.to_owned(),
-        },
-    )
+    let content = content.to_owned();
+    let body = detached(async move {
+        run_agent(&app, &mut locked, AgentAction::SendMessage { content }).await?;
+        settle_turn(locked, &id).await
+    })
     .await?;
-    let body = settle_turn(locked, &id).await?;
     Ok(Json(body).into_response())
+}
+
+/// Run a turn in its own task and wait for it. A client that disconnects, or
+/// a request that times out, drops the handler but not the turn: the turn
+/// completes and is saved, instead of being cut off while it holds the
+/// conversation's state.
+async fn detached<T: Send + 'static>(
+    turn: impl Future<Output = Result<T, AgentError>> + Send + 'static,
+) -> Result<T, AgentError> {
+    tokio::spawn(tracing::Instrument::in_current_span(turn))
+        .await
+        .map_err(|e| AgentError::Internal(format!("the turn stopped: {e}")))?
 }
 
 /// Run the agent's reducer for one action (and everything it causes) on the

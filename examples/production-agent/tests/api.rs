@@ -310,6 +310,10 @@ struct FakeLlm {
     calls: AtomicU32,
     /// Number of calls to fail with 503 before answering.
     failures: AtomicU32,
+    /// When set, each call waits for a permit before answering.
+    gate: Option<tokio::sync::Semaphore>,
+    /// Signalled when a call arrives.
+    arrived: tokio::sync::Notify,
 }
 
 async fn fake_anthropic(
@@ -317,6 +321,10 @@ async fn fake_anthropic(
     Json(body): Json<Value>,
 ) -> (StatusCode, Json<Value>) {
     fake.calls.fetch_add(1, Ordering::SeqCst);
+    fake.arrived.notify_one();
+    if let Some(gate) = &fake.gate {
+        gate.acquire().await.unwrap().forget();
+    }
     if fake
         .failures
         .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |f| f.checked_sub(1))
@@ -438,6 +446,54 @@ async fn the_open_breaker_lets_a_trial_through_after_its_timeout(mode: Mode) {
         breakers["circuit_breakers"][0]["state"], "closed",
         "{breakers}"
     );
+}
+
+both!(a_turn_whose_client_disconnects_still_completes_and_is_kept);
+async fn a_turn_whose_client_disconnects_still_completes_and_is_kept(mode: Mode) {
+    let fake = Arc::new(FakeLlm {
+        gate: Some(tokio::sync::Semaphore::new(2)),
+        ..FakeLlm::default()
+    });
+    let server = start(anthropic_config(mode, start_fake(Arc::clone(&fake)).await).await).await;
+    let id = server.conversation(ALICE).await;
+    let (status, body) = server.say(ALICE, &id, "add two and two").await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body["message_count"], 5, "{body}");
+
+    // The next turn's LLM call hangs; its client gives up and disconnects.
+    let request = server
+        .client
+        .post(format!("{}/v1/conversations/{id}/messages", server.base))
+        .bearer_auth(ALICE)
+        .json(&json!({"content": "and again"}))
+        .send();
+    let client = tokio::spawn(request);
+    // The first turn made two calls; wait for this turn's first.
+    while fake.calls.load(Ordering::SeqCst) < 3 {
+        fake.arrived.notified().await;
+    }
+    client.abort();
+    assert!(client.await.unwrap_err().is_cancelled());
+    // Give the server a chance to see the closed connection, then let the
+    // provider answer the abandoned turn's two calls.
+    for _ in 0..10 {
+        tokio::task::yield_now().await;
+    }
+    if let Some(gate) = &fake.gate {
+        gate.add_permits(1_000);
+    }
+
+    // The abandoned turn completed and was saved: the next message (which
+    // waits for the conversation) sees its four messages too.
+    let (status, body) = server.say(ALICE, &id, "once more").await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body["message_count"], 13, "{body}");
+    let (_, _, convo) = server
+        .get(&format!("/v1/conversations/{id}"), Some(ALICE))
+        .await;
+    let messages = convo["messages"].as_array().unwrap();
+    assert_eq!(messages[0]["role"], "system", "{convo}");
+    assert_eq!(messages[5]["content"], "and again", "{convo}");
 }
 
 both!(the_fallback_provider_answers_when_the_primary_is_down);
