@@ -99,7 +99,7 @@ fn detector_beats_the_eight_substring_baseline_on_the_dev_corpus() {
     assert!(ours.fpr() < baseline.fpr());
 }
 
-/// The late hold-out rounds (`*_holdout5.jsonl` to `*_holdout8.jsonl`): tricky
+/// The late hold-out rounds (`*_holdout5.jsonl` to `*_holdout9.jsonl`): tricky
 /// benign prompts and fresh attacks, each round written before any rule was
 /// tuned on it. Pins the goals (recall at least 0.6, false-positive
 /// rate at most 3 %) on every round, and that the detector beats the baseline
@@ -108,7 +108,13 @@ fn detector_beats_the_eight_substring_baseline_on_the_dev_corpus() {
 fn detector_meets_the_goals_on_each_late_holdout_round() {
     let all = load();
     let detector = default_detector();
-    for round in ["holdout5_", "holdout6_", "holdout7_", "holdout8_"] {
+    for round in [
+        "holdout5_",
+        "holdout6_",
+        "holdout7_",
+        "holdout8_",
+        "holdout9_",
+    ] {
         let rows: Vec<&Row> = all.iter().filter(|r| r.family.starts_with(round)).collect();
         let (mut ours, mut baseline) = (Score::default(), Score::default());
         for row in &rows {
