@@ -97,24 +97,19 @@ impl EventPolicy {
     pub fn is_secret_key(&self, key: &str) -> bool {
         let key = normalise(key);
         let key = key.as_bytes();
-        // A fragment must end where a word of the key ends: try each such end
-        // against each fragment, by plain byte comparison.
-        let word_ends = key
-            .iter()
-            .enumerate()
-            .filter(|(_, b)| **b == b'_')
-            .map(|(i, _)| i)
-            .chain(std::iter::once(key.len()));
-        for end in word_ends {
-            let before = &key[..end];
-            if self.redact_keys.iter().any(|fragment| {
-                let fragment = normalise(fragment);
-                !fragment.is_empty() && before.ends_with(fragment.as_bytes())
-            }) {
-                return true;
-            }
-        }
-        false
+        // A fragment must end where a word of the key ends: try each fragment
+        // (normalised once) at each such end, by plain byte comparison.
+        let word_ends = || {
+            key.iter()
+                .enumerate()
+                .filter(|(_, b)| **b == b'_')
+                .map(|(i, _)| i)
+                .chain(std::iter::once(key.len()))
+        };
+        self.redact_keys.iter().any(|fragment| {
+            let fragment = normalise(fragment);
+            !fragment.is_empty() && word_ends().any(|end| key[..end].ends_with(fragment.as_bytes()))
+        })
     }
 
     /// Checks the limits and redacts secret-looking metadata, returning the

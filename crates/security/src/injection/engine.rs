@@ -400,6 +400,16 @@ fn is_line_anchored(regex: &str) -> bool {
     true
 }
 
+/// Slice `k` of `pool`, whose slices are delimited by their end offsets `ends`.
+fn ended<'a>(pool: &'a [u32], ends: &[u32], k: usize) -> &'a [u32] {
+    let start = k
+        .checked_sub(1)
+        .and_then(|p| ends.get(p))
+        .map_or(0, |&e| e as usize);
+    let end = ends.get(k).map_or(start, |&e| e as usize);
+    pool.get(start..end).unwrap_or(&[])
+}
+
 /// The anchor index of `rules` (see `Compiled::anchor_rules`).
 fn anchors(
     rules: &[CompiledRule],
@@ -416,11 +426,7 @@ fn anchors(
             unanchored.push(index);
             continue;
         }
-        let first = rule.checks.start as usize;
-        let from = first
-            .checked_sub(1)
-            .map_or(0, |prev| check_ends[prev] as usize);
-        let mut alts = check_alts[from..check_ends[first] as usize].to_vec();
+        let mut alts = ended(check_alts, check_ends, rule.checks.start as usize).to_vec();
         alts.sort_unstable();
         alts.dedup();
         for concept in alts {
@@ -453,12 +459,9 @@ impl Compiled {
             while bits != 0 {
                 let c = w * 64 + bits.trailing_zeros() as usize;
                 bits &= bits - 1;
-                let start = c
-                    .checked_sub(1)
-                    .and_then(|p| self.anchor_ends.get(p))
-                    .map_or(0, |&e| e as usize);
-                let end = self.anchor_ends.get(c).map_or(start, |&e| e as usize);
-                self.anchor_rules[start..end].iter().for_each(|&r| mark(r));
+                ended(&self.anchor_rules, &self.anchor_ends, c)
+                    .iter()
+                    .for_each(|&r| mark(r));
             }
         }
         set.into_iter().enumerate().flat_map(|(w, bits)| {
