@@ -8,7 +8,8 @@
 //!   ceiling of this machine.
 //!
 //! Run with `cargo bench -p agent-patterns-audit-postgres --bench group_commit`.
-//! `AUDIT_BENCH_SECS` sets the measuring time per cell (default 2). Needs the
+//! `AUDIT_BENCH_SECS` sets the measuring time per cell (default 2);
+//! `AUDIT_BENCH_LOGGERS` picks the logger counts (default `1,16,64`). Needs the
 //! PostgreSQL server of `DATABASE_URL`; creates and drops its own database.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::print_stdout)]
 
@@ -241,7 +242,20 @@ async fn main() {
         .unwrap();
     let url = format!("{}/{name}", admin_url.rsplit_once('/').unwrap().0);
 
-    let store = Arc::new(PostgresAuditLogger::connect(&url).await.unwrap());
+    // `AUDIT_BENCH_IN_FLIGHT` overrides the store's batches in flight.
+    let mut config = agent_patterns_audit_postgres::PostgresAuditConfig::default();
+    if let Some(n) = std::env::var("AUDIT_BENCH_IN_FLIGHT")
+        .ok()
+        .and_then(|n| n.parse().ok())
+    {
+        config.max_in_flight_batches = n;
+        config.max_connections = config.max_connections.max(u32::try_from(n).unwrap() + 1);
+    }
+    let store = Arc::new(
+        PostgresAuditLogger::connect_with(&url, config)
+            .await
+            .unwrap(),
+    );
     let pool = PgPoolOptions::new()
         .max_connections(64)
         .connect(&url)
@@ -251,7 +265,16 @@ async fn main() {
 
     println!("audit group commit, {secs:?} per cell, database {name}");
     let mut at_64 = Vec::new();
-    for loggers in LOGGERS {
+    // `AUDIT_BENCH_LOGGERS=64` (or `1,64`) measures only those columns.
+    let columns: Vec<usize> = std::env::var("AUDIT_BENCH_LOGGERS")
+        .ok()
+        .map(|list| {
+            list.split(',')
+                .filter_map(|n| n.trim().parse().ok())
+                .collect()
+        })
+        .unwrap_or_else(|| LOGGERS.to_vec());
+    for loggers in columns {
         let s = Arc::clone(&store);
         let ours = measure(loggers, secs, 1, move |logger, i| {
             let s = Arc::clone(&s);

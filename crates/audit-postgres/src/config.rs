@@ -8,6 +8,10 @@ use serde::{Deserialize, Serialize};
 /// Largest accepted [`max_batch_size`](PostgresAuditConfig::max_batch_size).
 pub const MAX_BATCH_SIZE: usize = 10_000;
 
+/// Largest accepted
+/// [`max_in_flight_batches`](PostgresAuditConfig::max_in_flight_batches).
+pub const MAX_IN_FLIGHT_BATCHES: usize = 16;
+
 /// Settings of [`PostgresAuditLogger`](crate::PostgresAuditLogger).
 ///
 /// Durations are (de)serialised as whole milliseconds.
@@ -21,6 +25,11 @@ pub struct PostgresAuditConfig {
     /// form on their own while the previous commit is in flight.
     #[serde(with = "millis")]
     pub linger: Duration,
+    /// Batches the writer keeps in flight at once (`1..=16`), each on its
+    /// own connection. While one batch commits, the next is already being
+    /// inserted; a batch still commits only after the one before it. 1
+    /// writes one batch at a time.
+    pub max_in_flight_batches: usize,
     /// Events that may wait for the writer. When the queue is full, `log`
     /// waits for room (backpressure) until its deadline.
     pub queue_capacity: usize,
@@ -41,8 +50,9 @@ pub struct PostgresAuditConfig {
     pub max_results: usize,
     /// Rows fetched per round trip by `verify`.
     pub verify_page_size: usize,
-    /// Pool size when the store opens its own pool ([`connect`]); at least 2,
-    /// since the writer keeps one connection.
+    /// Pool size when the store opens its own pool ([`connect`]); more than
+    /// [`max_in_flight_batches`](Self::max_in_flight_batches), since the
+    /// writer keeps one connection per batch in flight.
     ///
     /// [`connect`]: crate::PostgresAuditLogger::connect
     pub max_connections: u32,
@@ -65,6 +75,7 @@ impl Default for PostgresAuditConfig {
         Self {
             max_batch_size: 1_000,
             linger: Duration::ZERO,
+            max_in_flight_batches: 2,
             queue_capacity: 10_000,
             log_timeout: Duration::from_secs(5),
             retry_initial_backoff: Duration::from_millis(10),
@@ -96,6 +107,12 @@ impl PostgresAuditConfig {
                 format!("must be in 1..={MAX_BATCH_SIZE}"),
             ));
         }
+        if !(1..=MAX_IN_FLIGHT_BATCHES).contains(&self.max_in_flight_batches) {
+            return Err(invalid(
+                "max_in_flight_batches",
+                format!("must be in 1..={MAX_IN_FLIGHT_BATCHES}"),
+            ));
+        }
         if self.queue_capacity == 0 {
             return Err(invalid("queue_capacity", "must be at least 1"));
         }
@@ -120,10 +137,13 @@ impl PostgresAuditConfig {
         if self.verify_page_size == 0 {
             return Err(invalid("verify_page_size", "must be at least 1"));
         }
-        if self.max_connections < 2 {
+        if usize::try_from(self.max_connections).unwrap_or(usize::MAX)
+            < self.max_in_flight_batches.saturating_add(1)
+        {
             return Err(invalid(
                 "max_connections",
-                "must be at least 2 (the writer keeps one connection)",
+                "must exceed max_in_flight_batches (the writer keeps one connection \
+                 per batch in flight; reads need one more)",
             ));
         }
         if self.connect_timeout.is_zero() {
@@ -168,7 +188,7 @@ mod tests {
     #[test]
     fn each_bad_field_is_named() {
         type Breaks = fn(&mut PostgresAuditConfig);
-        let cases: [(&str, Breaks); 9] = [
+        let cases: [(&str, Breaks); 11] = [
             ("max_batch_size", |c| c.max_batch_size = 0),
             ("queue_capacity", |c| c.queue_capacity = 0),
             ("log_timeout", |c| c.log_timeout = Duration::ZERO),
@@ -180,7 +200,9 @@ mod tests {
             }),
             ("max_results", |c| c.max_results = 0),
             ("verify_page_size", |c| c.verify_page_size = 0),
-            ("max_connections", |c| c.max_connections = 1),
+            ("max_connections", |c| c.max_connections = 2),
+            ("max_in_flight_batches", |c| c.max_in_flight_batches = 0),
+            ("max_in_flight_batches", |c| c.max_in_flight_batches = 17),
             ("connect_timeout", |c| c.connect_timeout = Duration::ZERO),
         ];
         for (field, breaks) in cases {

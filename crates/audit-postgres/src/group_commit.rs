@@ -10,6 +10,7 @@
 //! Everything here follows tokio's clock, so it is tested on paused time with
 //! a scripted sink.
 
+use std::collections::VecDeque;
 use std::future::Future;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
@@ -17,6 +18,7 @@ use std::time::Duration;
 
 use agent_patterns_audit::{AuditError, AuditEvent, ChainHead, EVENTS_LOGGED_TOTAL};
 use tokio::sync::{mpsc, oneshot};
+use tokio::task::{JoinError, JoinHandle};
 use tokio::time::Instant;
 
 /// Metric: events per written batch (histogram).
@@ -52,14 +54,45 @@ pub(crate) enum WriteError {
     Fatal(String),
 }
 
-/// Durably writes batches. Implementations chain each event onto the head.
+/// What became of a pipelined batch.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Outcome {
+    /// Stored.
+    Committed,
+    /// Not written: the batch before it had not committed when this one
+    /// looked. Either it failed, or it had not even reached the store yet
+    /// (batches travel on separate connections); in the second case sending
+    /// the batch again succeeds.
+    PredecessorMissing,
+    /// Not written: the chain does not continue from where the batch was
+    /// chained (another writer extended it), or an id is stored already.
+    Refused,
+}
+
+/// What a pipelined send resolves to: the batch back (for its callers'
+/// acknowledgements) and its outcome.
+pub(crate) type Sent = (Vec<Pending>, Result<Outcome, WriteError>);
+
+/// Durably writes batches.
 pub(crate) trait BatchSink: Send + 'static {
-    /// Writes `batch` in one atomic unit; either every event is stored (or
-    /// was already stored) or none.
+    /// The careful path: writes `batch` in one atomic unit, chaining its
+    /// events onto the head it reads from the store; either every event is
+    /// stored (or was already stored) or none. Runs alone: nothing else of
+    /// this writer is in flight.
     fn write(
         &mut self,
         batch: &mut [Pending],
     ) -> impl Future<Output = Result<Written, WriteError>> + Send;
+
+    /// The pipelined path: writes `batch`, which the writer has chained from
+    /// `after` to `end`, possibly while batches sent before it are still in
+    /// flight. A batch never commits unless every batch sent before it did.
+    fn send(
+        &mut self,
+        batch: Vec<Pending>,
+        after: ChainHead,
+        end: ChainHead,
+    ) -> impl Future<Output = Sent> + Send + 'static;
 }
 
 /// What callers send the writer.
@@ -134,6 +167,8 @@ pub(crate) struct Settings {
     pub(crate) log_timeout: Duration,
     pub(crate) initial_backoff: Duration,
     pub(crate) max_backoff: Duration,
+    /// Batches in flight at once (at least 1).
+    pub(crate) max_in_flight: usize,
 }
 
 /// The callers' side: a handle on the queue. Dropping it lets the writer
@@ -166,6 +201,8 @@ impl GroupCommit {
             shared,
             settings,
             acks,
+            head: None,
+            flights: VecDeque::new(),
         };
         tokio::spawn(writer.run());
         Self { queue, settings }
@@ -227,7 +264,30 @@ struct Writer<S> {
     settings: Settings,
     /// Written batches whose callers are still to be told.
     acks: mpsc::Sender<Vec<Pending>>,
+    /// Where the chain ends after the last batch sent, committed or still in
+    /// flight; `None` when unknown (at start, after a failure), which makes
+    /// the next batch take the careful path.
+    head: Option<ChainHead>,
+    /// Batches sent and not yet landed, oldest first.
+    flights: VecDeque<Flight>,
 }
+
+/// A batch on its way to the store.
+struct Flight {
+    outcome: JoinHandle<Sent>,
+    /// Flush requests answered once this batch has landed.
+    flushes: Vec<oneshot::Sender<()>>,
+    after: ChainHead,
+    end: ChainHead,
+    started: Instant,
+    /// Times this batch was sent again because its probe ran before the
+    /// batch before it had reached the store.
+    resends: u32,
+}
+
+/// Resends of one batch after losing the race with its predecessor, before
+/// it takes the careful path instead.
+const MAX_RESENDS: u32 = 3;
 
 /// Batches handed to the acknowledging task at most; beyond, the writer
 /// acknowledges itself.
@@ -248,24 +308,49 @@ async fn acknowledge_batches(mut batches: mpsc::Receiver<Vec<Pending>>) {
     }
 }
 
+fn answer(flushes: &mut Vec<oneshot::Sender<()>>) {
+    for done in flushes.drain(..) {
+        // The flusher may have stopped waiting; nothing to tell then.
+        let _ = done.send(());
+    }
+}
+
 impl<S: BatchSink> Writer<S> {
     /// Runs until every sender is gone and the queue is drained.
     async fn run(mut self) {
-        let mut batch = Vec::with_capacity(self.settings.max_batch_size);
-        let mut flushes = Vec::new();
         let mut stop = false;
-        while let Some(first) = self.rx.recv().await {
+        while !stop {
+            let Some(first) = self.next_command().await else {
+                break;
+            };
+            let mut batch = Vec::with_capacity(self.settings.max_batch_size);
+            let mut flushes = Vec::new();
             self.collect(first, &mut batch, &mut flushes, &mut stop)
                 .await;
             metrics::gauge!(QUEUE_DEPTH).set(self.rx.len() as f64);
-            self.write_with_retry(&mut batch).await;
-            for done in flushes.drain(..) {
-                // The flusher may have stopped waiting; nothing to tell then.
-                let _ = done.send(());
+            // Callers that gave up while queued are not written.
+            batch.retain(|pending| !pending.ack.is_closed());
+            if batch.is_empty() {
+                match self.flights.back_mut() {
+                    Some(last) => last.flushes.append(&mut flushes),
+                    None => answer(&mut flushes),
+                }
+            } else if let Some(after) = self.head {
+                let mut end = after;
+                for pending in &mut batch {
+                    end.append(&mut pending.event);
+                }
+                self.head = Some(end);
+                self.dispatch(batch, flushes, after, end, 0);
+            } else {
+                // The head is unknown only when nothing is in flight.
+                self.write_with_retry(&mut batch).await;
+                answer(&mut flushes);
             }
-            if stop {
-                break;
-            }
+        }
+        while let Some(mut flight) = self.flights.pop_front() {
+            let sent = (&mut flight.outcome).await;
+            self.land(flight, sent).await;
         }
         // Callers still queued behind a close learn that the store is closed.
         self.rx.close();
@@ -278,6 +363,140 @@ impl<S: BatchSink> Writer<S> {
                     let _ = done.send(());
                 }
             }
+        }
+    }
+
+    /// The next command, landing batches in flight meanwhile: while fewer
+    /// than `max_in_flight` batches are out, whichever comes first; at the
+    /// limit, the oldest batch lands first. `None` once the queue is closed
+    /// and drained.
+    async fn next_command(&mut self) -> Option<Command> {
+        loop {
+            let room = self.flights.len() < self.settings.max_in_flight;
+            let Some(oldest) = self.flights.front_mut() else {
+                return self.rx.recv().await;
+            };
+            let sent = if room {
+                tokio::select! {
+                    biased;
+                    command = self.rx.recv() => return command,
+                    sent = &mut oldest.outcome => sent,
+                }
+            } else {
+                (&mut oldest.outcome).await
+            };
+            if let Some(flight) = self.flights.pop_front() {
+                self.land(flight, sent).await;
+            }
+        }
+    }
+
+    /// Sends a chained batch and tracks it.
+    fn dispatch(
+        &mut self,
+        batch: Vec<Pending>,
+        flushes: Vec<oneshot::Sender<()>>,
+        after: ChainHead,
+        end: ChainHead,
+        resends: u32,
+    ) {
+        let outcome = tokio::spawn(self.sink.send(batch, after, end));
+        self.flights.push_back(Flight {
+            outcome,
+            flushes,
+            after,
+            end,
+            started: Instant::now(),
+            resends,
+        });
+    }
+
+    /// Lands the oldest batch in flight. If it did not commit, no batch sent
+    /// after it can have (each waits for its predecessor), so they are all
+    /// awaited. When the oldest only lost the race with the batch before it
+    /// (which has committed, or it would not be the oldest), they are all
+    /// sent again as they are; otherwise each is written the careful way, in
+    /// order.
+    async fn land(&mut self, flight: Flight, outcome: Result<Sent, JoinError>) {
+        let (mut batch, result) = match outcome {
+            Ok(sent) => sent,
+            Err(error) => {
+                // The task panicked and took its batch with it: those callers
+                // learn it from their dropped acknowledgements.
+                tracing::error!(%error, "audit batch task failed");
+                self.shared.record_failure(&error.to_string());
+                (Vec::new(), Err(WriteError::Fatal(error.to_string())))
+            }
+        };
+        if let Ok(Outcome::Committed) = result {
+            let mut flushes = flight.flushes;
+            self.committed(&mut batch, flight.end, flight.started);
+            answer(&mut flushes);
+            return;
+        }
+        let retry_pipelined =
+            matches!(result, Ok(Outcome::PredecessorMissing)) && flight.resends < MAX_RESENDS;
+        if let Err(WriteError::Transient(error) | WriteError::Fatal(error)) = &result {
+            self.shared.record_failure(error);
+            metrics::counter!(WRITE_RETRIES_TOTAL).increment(1);
+            tracing::warn!(%error, events = batch.len(), "audit batch failed; rewriting it");
+        }
+        let mut retry_pipelined = retry_pipelined;
+        let mut stalled = vec![(batch, flight)];
+        while let Some(mut next) = self.flights.pop_front() {
+            let (mut batch, result) = match (&mut next.outcome).await {
+                Ok(sent) => sent,
+                Err(error) => {
+                    tracing::error!(%error, "audit batch task failed");
+                    self.shared.record_failure(&error.to_string());
+                    (Vec::new(), Err(WriteError::Fatal(error.to_string())))
+                }
+            };
+            if let Ok(Outcome::Committed) = result {
+                // Only possible when the batch before committed after all
+                // (its answer was lost): the careful path finds those rows.
+                self.committed(&mut batch, next.end, next.started);
+                retry_pipelined = false;
+            }
+            stalled.push((batch, next));
+        }
+        if retry_pipelined {
+            for (batch, flight) in stalled {
+                self.dispatch(
+                    batch,
+                    flight.flushes,
+                    flight.after,
+                    flight.end,
+                    flight.resends + 1,
+                );
+            }
+            return;
+        }
+        self.head = None;
+        for (mut batch, flight) in stalled {
+            let mut flushes = flight.flushes;
+            self.write_with_retry(&mut batch).await;
+            answer(&mut flushes);
+        }
+    }
+
+    /// Records a committed batch and hands its callers to the acknowledging
+    /// task.
+    fn committed(&mut self, batch: &mut Vec<Pending>, end: ChainHead, started: Instant) {
+        metrics::histogram!(COMMIT_DURATION_SECONDS).record(started.elapsed().as_secs_f64());
+        metrics::histogram!(BATCH_SIZE).record(batch.len() as f64);
+        metrics::counter!(EVENTS_LOGGED_TOTAL, "store" => "postgres").increment(batch.len() as u64);
+        self.shared.record_success(end);
+        self.acknowledge_later(std::mem::take(batch));
+    }
+
+    /// Waking the callers is left to the acknowledging task, so the next
+    /// batch goes out at once.
+    fn acknowledge_later(&self, batch: Vec<Pending>) {
+        if let Err(full) = self.acks.try_send(batch) {
+            let (mpsc::error::TrySendError::Full(mut acked)
+            | mpsc::error::TrySendError::Closed(mut acked)) = full;
+            acknowledge(&mut acked);
         }
     }
 
@@ -322,9 +541,10 @@ impl<S: BatchSink> Writer<S> {
         }
     }
 
-    /// Writes the batch, retrying transient failures with exponential backoff
-    /// for as long as some caller still waits. Callers that gave up (their
-    /// deadline passed) are dropped from the batch before each attempt.
+    /// Writes the batch the careful way, retrying transient failures with
+    /// exponential backoff for as long as some caller still waits. Callers
+    /// that gave up (their deadline passed) are dropped from the batch
+    /// before each attempt. Success makes the head known again.
     async fn write_with_retry(&mut self, batch: &mut Vec<Pending>) {
         let mut backoff = self.settings.initial_backoff;
         loop {
@@ -341,13 +561,8 @@ impl<S: BatchSink> Writer<S> {
                     metrics::counter!(EVENTS_LOGGED_TOTAL, "store" => "postgres")
                         .increment(written.inserted as u64);
                     self.shared.record_success(written.head);
-                    // Waking the callers is left to the acknowledging task,
-                    // so the next batch goes out at once.
-                    if let Err(full) = self.acks.try_send(std::mem::take(batch)) {
-                        let (mpsc::error::TrySendError::Full(mut acked)
-                        | mpsc::error::TrySendError::Closed(mut acked)) = full;
-                        acknowledge(&mut acked);
-                    }
+                    self.head = Some(written.head);
+                    self.acknowledge_later(std::mem::take(batch));
                     return;
                 }
                 Err(WriteError::Transient(error)) => {
@@ -390,6 +605,10 @@ mod tests {
     struct Scripted {
         script: Arc<Mutex<VecDeque<Result<(), WriteError>>>>,
         calls: Arc<Mutex<Vec<(Instant, usize)>>>,
+        /// `write` (careful) or `send` (pipelined), per call.
+        paths: Arc<Mutex<Vec<&'static str>>>,
+        /// Sends still to lose the race with their predecessor.
+        races: Arc<Mutex<u32>>,
         head: Arc<Mutex<ChainHead>>,
         write_time: Duration,
     }
@@ -404,14 +623,20 @@ mod tests {
         fn calls(&self) -> Vec<(Instant, usize)> {
             self.calls.lock().unwrap().clone()
         }
+
+        fn paths(&self) -> Vec<&'static str> {
+            self.paths.lock().unwrap().clone()
+        }
+
+        fn record(&self, path: &'static str, events: usize) {
+            self.calls.lock().unwrap().push((Instant::now(), events));
+            self.paths.lock().unwrap().push(path);
+        }
     }
 
     impl BatchSink for Scripted {
         async fn write(&mut self, batch: &mut [Pending]) -> Result<Written, WriteError> {
-            self.calls
-                .lock()
-                .unwrap()
-                .push((Instant::now(), batch.len()));
+            self.record("write", batch.len());
             tokio::time::sleep(self.write_time).await;
             let next = self.script.lock().unwrap().pop_front().unwrap_or(Ok(()));
             next?;
@@ -424,6 +649,33 @@ mod tests {
                 inserted: batch.len(),
             })
         }
+
+        /// Commits only if the head is still where the batch was chained
+        /// from, as the real store's claim and probe ensure.
+        fn send(
+            &mut self,
+            batch: Vec<Pending>,
+            after: ChainHead,
+            end: ChainHead,
+        ) -> impl Future<Output = Sent> + Send + 'static {
+            let sink = self.clone();
+            async move {
+                sink.record("send", batch.len());
+                tokio::time::sleep(sink.write_time).await;
+                let next = sink.script.lock().unwrap().pop_front().unwrap_or(Ok(()));
+                if let Err(error) = next {
+                    return (batch, Err(error));
+                }
+                let mut races = sink.races.lock().unwrap();
+                let mut head = sink.head.lock().unwrap();
+                if *head != after || *races > 0 {
+                    *races = races.saturating_sub(1);
+                    return (batch, Ok(Outcome::PredecessorMissing));
+                }
+                *head = end;
+                (batch, Ok(Outcome::Committed))
+            }
+        }
     }
 
     fn settings() -> Settings {
@@ -434,6 +686,7 @@ mod tests {
             log_timeout: Duration::from_secs(5),
             initial_backoff: Duration::from_millis(10),
             max_backoff: Duration::from_secs(1),
+            max_in_flight: 2,
         }
     }
 
@@ -501,10 +754,11 @@ mod tests {
             write_time: Duration::from_millis(5),
             ..Scripted::default()
         };
-        sink.script
-            .lock()
-            .unwrap()
-            .extend([Ok(()), Err(WriteError::Fatal("bad row".into()))]);
+        sink.script.lock().unwrap().extend([
+            Ok(()),
+            Err(WriteError::Fatal("bad row".into())),
+            Err(WriteError::Fatal("bad row".into())),
+        ]);
         let queue = Arc::new(GroupCommit::start(sink.clone(), settings(), Arc::default()));
         // The first event occupies the writer; the next three form one batch.
         let first = tokio::spawn({
@@ -526,7 +780,9 @@ mod tests {
             );
         }
         let sizes: Vec<usize> = sink.calls().iter().map(|(_, n)| *n).collect();
-        assert_eq!(sizes, [1, 3]);
+        // Sent pipelined, then once more the careful way, which fails alike.
+        assert_eq!(sizes, [1, 3, 3]);
+        assert_eq!(sink.paths(), ["write", "send", "write"]);
     }
 
     #[tokio::test(start_paused = true)]
@@ -659,5 +915,166 @@ mod tests {
         for task in tasks {
             task.await.unwrap().unwrap();
         }
+    }
+
+    /// Submits `count` events, one per millisecond.
+    fn submit_staggered(
+        queue: &Arc<GroupCommit>,
+        count: u64,
+    ) -> Vec<tokio::task::JoinHandle<Result<(), AuditError>>> {
+        (0..count)
+            .map(|i| {
+                let queue = Arc::clone(queue);
+                tokio::spawn(async move {
+                    tokio::time::sleep(Duration::from_millis(i)).await;
+                    queue.submit(event()).await
+                })
+            })
+            .collect()
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn batches_overlap_up_to_the_in_flight_limit() {
+        let sink = Scripted {
+            write_time: Duration::from_millis(10),
+            ..Scripted::default()
+        };
+        let shared = Arc::new(Shared::default());
+        let queue = Arc::new(GroupCommit::start(
+            sink.clone(),
+            settings(),
+            Arc::clone(&shared),
+        ));
+        // The first write learns the head (careful); then one event per ms.
+        queue.submit(event()).await.unwrap();
+        let start = Instant::now();
+        for task in submit_staggered(&queue, 3) {
+            task.await.unwrap().unwrap();
+        }
+        let calls = sink.calls();
+        // At 0 and 1 ms two batches go out at once; the third waits for the
+        // oldest to land at 10 ms.
+        assert_eq!(offsets(&calls[1..], start), [0, 1, 10]);
+        assert_eq!(sink.paths(), ["write", "send", "send", "send"]);
+        assert_eq!(shared.committed_sequence(), 4);
+        assert_eq!(sink.head.lock().unwrap().sequence, 4);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn one_batch_in_flight_writes_batches_one_after_another() {
+        let sink = Scripted {
+            write_time: Duration::from_millis(10),
+            ..Scripted::default()
+        };
+        let settings = Settings {
+            max_in_flight: 1,
+            ..settings()
+        };
+        let queue = Arc::new(GroupCommit::start(sink.clone(), settings, Arc::default()));
+        queue.submit(event()).await.unwrap();
+        let start = Instant::now();
+        for task in submit_staggered(&queue, 3) {
+            task.await.unwrap().unwrap();
+        }
+        // The second and third event share the batch after the first.
+        assert_eq!(offsets(&sink.calls()[1..], start), [0, 10]);
+        let sizes: Vec<usize> = sink.calls().iter().map(|(_, n)| *n).collect();
+        assert_eq!(sizes, [1, 1, 2]);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn batches_behind_one_that_failed_are_rewritten_the_careful_way_in_order() {
+        let sink = Scripted {
+            write_time: Duration::from_millis(10),
+            ..Scripted::default()
+        };
+        // The first careful write succeeds, the first pipelined batch fails.
+        sink.script.lock().unwrap().extend([Ok(()), transient()]);
+        let shared = Arc::new(Shared::default());
+        let queue = Arc::new(GroupCommit::start(
+            sink.clone(),
+            settings(),
+            Arc::clone(&shared),
+        ));
+        queue.submit(event()).await.unwrap();
+        let start = Instant::now();
+        let tasks = submit_staggered(&queue, 2);
+        for task in tasks {
+            task.await.unwrap().unwrap();
+        }
+        // The second batch was chained on the first, which did not commit,
+        // so it did not either; both are written again, oldest first.
+        assert_eq!(sink.paths(), ["write", "send", "send", "write", "write"]);
+        assert_eq!(offsets(&sink.calls()[1..], start), [0, 1, 11, 21]);
+        assert_eq!(sink.head.lock().unwrap().sequence, 3);
+        assert_eq!(shared.committed_sequence(), 3);
+        assert!(shared.failing().is_none(), "the rewrite succeeded");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn flush_waits_for_batches_in_flight() {
+        let sink = Scripted {
+            write_time: Duration::from_millis(10),
+            ..Scripted::default()
+        };
+        let shared = Arc::new(Shared::default());
+        let queue = Arc::new(GroupCommit::start(
+            sink.clone(),
+            settings(),
+            Arc::clone(&shared),
+        ));
+        queue.submit(event()).await.unwrap();
+        let tasks = submit_staggered(&queue, 2);
+        tokio::time::sleep(Duration::from_millis(2)).await;
+        let start = Instant::now();
+        queue.flush().await.unwrap();
+        // Both batches (sent at 0 and 1 ms) landed before the flush returned.
+        assert_eq!(start.elapsed(), Duration::from_millis(9));
+        assert_eq!(shared.committed_sequence(), 3);
+        for task in tasks {
+            task.await.unwrap().unwrap();
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn batches_that_lost_the_race_with_their_predecessor_are_sent_again() {
+        let sink = Scripted {
+            write_time: Duration::from_millis(10),
+            ..Scripted::default()
+        };
+        let shared = Arc::new(Shared::default());
+        let queue = Arc::new(GroupCommit::start(
+            sink.clone(),
+            settings(),
+            Arc::clone(&shared),
+        ));
+        queue.submit(event()).await.unwrap();
+        // The next batch looks for its predecessor too early, once.
+        *sink.races.lock().unwrap() = 1;
+        let start = Instant::now();
+        for task in submit_staggered(&queue, 2) {
+            task.await.unwrap().unwrap();
+        }
+        // The second batch was chained on the first and failed with it; both
+        // go out again as they are, without the careful path.
+        assert_eq!(sink.paths(), ["write", "send", "send", "send", "send"]);
+        assert_eq!(offsets(&sink.calls()[1..], start), [0, 1, 11, 11]);
+        assert_eq!(sink.head.lock().unwrap().sequence, 3);
+        assert_eq!(shared.committed_sequence(), 3);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_batch_that_keeps_losing_the_race_takes_the_careful_path() {
+        let sink = Scripted::default();
+        let queue = Arc::new(GroupCommit::start(sink.clone(), settings(), Arc::default()));
+        queue.submit(event()).await.unwrap();
+        *sink.races.lock().unwrap() = u32::MAX;
+        queue.submit(event()).await.unwrap();
+        // Sent once and resent MAX_RESENDS times, then written carefully.
+        assert_eq!(
+            sink.paths(),
+            ["write", "send", "send", "send", "send", "write"]
+        );
+        assert_eq!(sink.head.lock().unwrap().sequence, 2);
     }
 }

@@ -10,9 +10,12 @@
 //! * **Durable acknowledgement.** `log(event).await` returns `Ok` only after
 //!   the transaction holding the event has committed.
 //! * **Group commit.** Concurrent callers share transactions (one statement
-//!   and one round trip per batch while this writer alone moves the chain; a
-//!   locked transaction with a binary `COPY` when it must re-read the head),
-//!   so throughput rises with concurrency.
+//!   and one round trip per batch while this writer alone extends the chain;
+//!   a transaction with a binary `COPY` when it must re-read the head), so
+//!   throughput rises with concurrency. Up to
+//!   [`max_in_flight_batches`](PostgresAuditConfig::max_in_flight_batches)
+//!   batches are in flight at once, each on its own connection: the next
+//!   batch is inserted while the one before commits.
 //!   [`max_batch_size`](PostgresAuditConfig::max_batch_size) and
 //!   [`linger`](PostgresAuditConfig::linger) tune it.
 //! * **Bounded memory, explicit backpressure.** The queue holds at most
@@ -20,9 +23,14 @@
 //!   callers wait until their deadline and then get
 //!   [`AuditError::QueueFull`](agent_patterns_audit::AuditError::QueueFull).
 //!   No event is ever dropped without its caller getting an error.
-//! * **One chain across all writers.** Every batch transaction locks the
-//!   `audit_chain_head` row, so tasks, processes and replicas writing to one
-//!   database extend a single gapless chain. `verify()` checks it in pages.
+//! * **One chain across all writers.** Every batch claims its position in
+//!   `audit_chain_links` (a unique index admits one batch per position, so
+//!   two writers never extend the same event), and a batch sent before the
+//!   one ahead of it committed waits for that commit inside its own
+//!   statement and aborts if it did not happen, so tasks, processes and
+//!   replicas writing to one database extend a single gapless chain.
+//!   `verify()` checks it in pages. Every writer of a database must run a
+//!   version with chain links (the migration replaces the older head row).
 //! * **Outages.** Transient failures (lost connection, server restart) are
 //!   retried with exponential backoff until the callers' deadline. Writes are
 //!   idempotent by event id: a batch whose commit outcome was unknown is
@@ -55,13 +63,15 @@
 //! -- The service: appends and reads, nothing else.
 //! CREATE ROLE audit_writer LOGIN;
 //! GRANT SELECT, INSERT ON audit_events TO audit_writer;
-//! GRANT SELECT, UPDATE ON audit_chain_head TO audit_writer;
-//! -- Lets the writer create next months' partitions (the function runs as
-//! -- its owner); leave it out to create them from a maintenance job instead.
+//! GRANT SELECT, INSERT ON audit_chain_links TO audit_writer;
+//! -- Lets the writer create next months' partitions and prune old chain
+//! -- links (the functions run as their owner); leave them out to run them
+//! -- from a maintenance job instead.
 //! GRANT EXECUTE ON FUNCTION audit_ensure_partitions(integer) TO audit_writer;
+//! GRANT EXECUTE ON FUNCTION audit_prune_chain_links(integer) TO audit_writer;
 //! -- Auditors: read only.
 //! CREATE ROLE audit_reader LOGIN;
-//! GRANT SELECT ON audit_events, audit_chain_head TO audit_reader;
+//! GRANT SELECT ON audit_events, audit_chain_links TO audit_reader;
 //! ```
 //!
 //! Start the service with `run_migrations: false` when it logs in as
@@ -120,6 +130,6 @@ mod pg_sink;
 mod rows;
 mod store;
 
-pub use config::{MAX_BATCH_SIZE, PostgresAuditConfig};
+pub use config::{MAX_BATCH_SIZE, MAX_IN_FLIGHT_BATCHES, PostgresAuditConfig};
 pub use group_commit::{BATCH_SIZE, COMMIT_DURATION_SECONDS, QUEUE_DEPTH, WRITE_RETRIES_TOTAL};
 pub use store::{MIGRATOR, PostgresAuditLogger};

@@ -1,58 +1,156 @@
-//! Writing one batch to PostgreSQL.
+//! Writing batches to PostgreSQL.
 //!
-//! The fast path is one statement, so one round trip: the batch is chained
-//! onto the head this writer committed last, and a single `INSERT … SELECT
-//! FROM unnest(…)` moves the head with a compare-and-set `UPDATE` in a
-//! data-modifying `WITH` and inserts the rows only if the head was still
-//! where the writer expected. The head row lock is held only while the server
-//! runs that statement, never across a client round trip, so batches follow
-//! each other as fast as the server can commit them.
+//! The pipelined path sends a batch the writer has already chained as one
+//! statement, so one round trip, while the batches sent before it may still
+//! be in flight on other connections. The statement claims the batch's
+//! position in `audit_chain_links` (at most one batch continues from any
+//! position), inserts the rows only if the claim held, and finally probes
+//! for the link of the batch before it: the probe waits until that batch's
+//! transaction ends and aborts this one unless it committed. Inserting
+//! overlaps with the previous batch's commit, and no batch ever commits
+//! after a predecessor that did not.
 //!
-//! The careful path is one transaction that locks the chain head, skips
-//! events already stored (a previous attempt may have committed without us
-//! hearing back), chains the rest and loads them with a binary `COPY`. It runs
-//! when the writer does not know the head (at start, after any failure), when
-//! another writer (another replica) moved the head, and when the fast path
-//! hits an id that is already stored.
+//! The careful path is one transaction that reads the head, skips events
+//! already stored (a previous attempt may have committed without us hearing
+//! back), chains the rest and loads them with a binary `COPY`, then claims
+//! the position. It runs when the writer does not know the head (at start,
+//! after any failure), when another writer (another replica) moved the head,
+//! and when the pipelined path hits an id that is already stored.
 
 use std::collections::HashSet;
 use std::fmt::Write as _;
+use std::future::Future;
+use std::sync::{Arc, Mutex, PoisonError};
 
 use agent_patterns_audit::{AuditEvent, ChainHash, ChainHead};
 use sqlx::pool::PoolConnection;
 use sqlx::{Executor, PgConnection, PgPool, Postgres, Row};
 use uuid::Uuid;
 
-use crate::group_commit::{BatchSink, Pending, WriteError, Written};
+use crate::group_commit::{BatchSink, Outcome, Pending, Sent, WriteError, Written};
 use crate::rows::{is_transient, to_db_seq};
 
 /// The [`BatchSink`] of [`PostgresAuditLogger`](crate::PostgresAuditLogger).
 pub(crate) struct PgSink {
     pool: PgPool,
-    /// The writer's connection, kept between batches; dropped after any
-    /// failure (it may be broken, or inside an aborted transaction).
-    conn: Option<PoolConnection<Postgres>>,
-    /// The head this writer committed last: the fast path chains onto it.
-    /// Unknown at start and after any failure.
-    head: Option<ChainHead>,
+    /// The writer's connections between batches, kept so a batch need not
+    /// wait for the pool (nor for its health check). A connection that
+    /// failed is closed instead of coming back.
+    idle: Arc<Mutex<Vec<PoolConnection<Postgres>>>>,
+    /// Connections kept idle at most: one per batch in flight.
+    max_idle: usize,
     /// Months of partitions to keep ready, if the writer maintains them.
     partitions_ahead: Option<u32>,
-    /// When to check the partitions next.
-    next_partition_check: tokio::time::Instant,
+    /// When to run the upkeep (partitions, old links) next.
+    next_upkeep: tokio::time::Instant,
 }
 
-/// How often the writer makes sure the coming months have partitions.
-const PARTITION_CHECK_INTERVAL: std::time::Duration = std::time::Duration::from_secs(3600);
+/// How often the writer makes sure the coming months have partitions and
+/// prunes old chain links.
+const UPKEEP_INTERVAL: std::time::Duration = std::time::Duration::from_secs(3600);
+
+/// Chain links kept by the hourly pruning: far more than batches that can be
+/// in flight, so pruning never touches a link a writer still probes for (and
+/// if it did, that writer would only take the careful path).
+const LINKS_KEPT: i32 = 10_000;
 
 impl PgSink {
-    pub(crate) fn new(pool: PgPool, partitions_ahead: Option<u32>) -> Self {
+    pub(crate) fn new(pool: PgPool, partitions_ahead: Option<u32>, max_in_flight: usize) -> Self {
         Self {
             pool,
-            conn: None,
-            head: None,
+            idle: Arc::new(Mutex::new(Vec::with_capacity(max_in_flight))),
+            max_idle: max_in_flight,
             partitions_ahead,
-            next_partition_check: tokio::time::Instant::now(),
+            next_upkeep: tokio::time::Instant::now(),
         }
+    }
+
+    /// Whether the upkeep is due, and if so, what it covers.
+    fn upkeep_due(&mut self) -> Option<Upkeep> {
+        let now = tokio::time::Instant::now();
+        if now < self.next_upkeep {
+            return None;
+        }
+        self.next_upkeep = now + UPKEEP_INTERVAL;
+        Some(Upkeep {
+            partitions_ahead: self.partitions_ahead,
+        })
+    }
+
+    fn lanes(&self) -> Lanes {
+        Lanes {
+            pool: self.pool.clone(),
+            idle: Arc::clone(&self.idle),
+            max_idle: self.max_idle,
+        }
+    }
+}
+
+/// Where a batch gets its connection and returns it.
+struct Lanes {
+    pool: PgPool,
+    idle: Arc<Mutex<Vec<PoolConnection<Postgres>>>>,
+    max_idle: usize,
+}
+
+impl Lanes {
+    async fn checkout(&self) -> Result<PoolConnection<Postgres>, WriteError> {
+        let kept = self
+            .idle
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .pop();
+        match kept {
+            Some(conn) => Ok(conn),
+            None => self
+                .pool
+                .acquire()
+                .await
+                .map_err(|e| classify(Phase::Connect, e)),
+        }
+    }
+
+    /// Keeps a connection that worked for the next batch.
+    fn checkin(&self, conn: PoolConnection<Postgres>) {
+        let mut idle = self.idle.lock().unwrap_or_else(PoisonError::into_inner);
+        if idle.len() < self.max_idle {
+            idle.push(conn);
+        }
+    }
+}
+
+/// Closes a connection that failed: it may be broken or inside an aborted
+/// transaction, and closing the socket makes the server roll back whatever
+/// it had open.
+fn discard(conn: PoolConnection<Postgres>) {
+    drop(conn.detach());
+}
+
+/// Hourly housekeeping, run on a batch's connection before the batch.
+struct Upkeep {
+    partitions_ahead: Option<u32>,
+}
+
+impl Upkeep {
+    async fn run(self, conn: &mut PgConnection) {
+        if let Some(months) = self.partitions_ahead {
+            ensure_partitions(conn, months).await;
+        }
+        prune_links(conn).await;
+    }
+}
+
+/// Deletes all but the newest chain links. A failure (say, a role without
+/// EXECUTE on the function) is logged, never fatal.
+async fn prune_links(conn: &mut PgConnection) {
+    match sqlx::query_scalar::<_, i64>("SELECT audit_prune_chain_links($1)")
+        .bind(LINKS_KEPT)
+        .fetch_one(conn)
+        .await
+    {
+        Ok(0) => {}
+        Ok(pruned) => tracing::debug!(pruned, "audit: pruned old chain links"),
+        Err(error) => tracing::warn!(%error, "audit: could not prune old chain links"),
     }
 }
 
@@ -77,51 +175,57 @@ async fn ensure_partitions(conn: &mut PgConnection, months: u32) {
 
 impl BatchSink for PgSink {
     async fn write(&mut self, batch: &mut [Pending]) -> Result<Written, WriteError> {
-        let conn = match &mut self.conn {
-            Some(conn) => conn,
-            None => {
-                let conn = self
-                    .pool
-                    .acquire()
-                    .await
-                    .map_err(|e| classify(Phase::Connect, e))?;
-                self.conn.insert(conn)
-            }
-        };
-        if let Some(months) = self.partitions_ahead
-            && tokio::time::Instant::now() >= self.next_partition_check
-        {
-            self.next_partition_check = tokio::time::Instant::now() + PARTITION_CHECK_INTERVAL;
-            ensure_partitions(conn, months).await;
+        let upkeep = self.upkeep_due();
+        let lanes = self.lanes();
+        let mut conn = lanes.checkout().await?;
+        if let Some(upkeep) = upkeep {
+            upkeep.run(&mut conn).await;
         }
-        if let Some(head) = self.head.take() {
-            match write_fast(conn, batch, head).await {
-                Ok(Some(written)) => {
-                    self.head = Some(written.head);
-                    return Ok(written);
-                }
-                // The head moved or an id is stored already: the careful path.
-                Ok(None) => {}
-                Err(err) => {
-                    if let Some(conn) = self.conn.take() {
-                        drop(conn.detach());
-                    }
-                    return Err(classify(Phase::Write, err));
-                }
-            }
-        }
-        match write_batch(conn, batch).await {
+        match write_careful(&mut conn, batch).await {
             Ok(written) => {
-                self.head = Some(written.head);
+                lanes.checkin(conn);
                 Ok(written)
             }
             Err(err) => {
-                if let Some(conn) = self.conn.take() {
-                    // Closing the socket makes the server roll back whatever
-                    // this connection had open.
-                    drop(conn.detach());
+                discard(conn);
+                // A stored id or a claimed position seen only now: another
+                // transaction committed them meanwhile (a batch whose answer
+                // was lost, another replica). The next attempt sees them.
+                if let sqlx::Error::Database(db) = &err
+                    && db.code().as_deref() == Some("23505")
+                {
+                    return Err(WriteError::Transient(err.to_string()));
                 }
                 Err(classify(Phase::Write, err))
+            }
+        }
+    }
+
+    fn send(
+        &mut self,
+        batch: Vec<Pending>,
+        after: ChainHead,
+        end: ChainHead,
+    ) -> impl Future<Output = Sent> + Send + 'static {
+        let upkeep = self.upkeep_due();
+        let lanes = self.lanes();
+        async move {
+            let mut conn = match lanes.checkout().await {
+                Ok(conn) => conn,
+                Err(err) => return (batch, Err(err)),
+            };
+            if let Some(upkeep) = upkeep {
+                upkeep.run(&mut conn).await;
+            }
+            match write_pipelined(&mut conn, &batch, after, end).await {
+                Ok(outcome) => {
+                    lanes.checkin(conn);
+                    (batch, Ok(outcome))
+                }
+                Err(err) => {
+                    discard(conn);
+                    (batch, Err(classify(Phase::Write, err)))
+                }
             }
         }
     }
@@ -146,16 +250,14 @@ enum Phase {
     Write,
 }
 
-/// The fast path: chain `batch` onto `head` and write it with one statement
-/// that inserts only if the head row still holds `head`. `None` when it did
-/// not (another writer moved it) or an id in the batch is stored already;
-/// nothing was written then.
-async fn write_fast(
+/// The pipelined path: writes `batch`, chained from `after` to `end`, with
+/// one statement.
+async fn write_pipelined(
     conn: &mut PgConnection,
-    batch: &mut [Pending],
-    mut head: ChainHead,
-) -> Result<Option<Written>, sqlx::Error> {
-    let expected = head;
+    batch: &[Pending],
+    after: ChainHead,
+    end: ChainHead,
+) -> Result<Outcome, sqlx::Error> {
     let n = batch.len();
     let mut seq = Vec::with_capacity(n);
     let mut id = Vec::with_capacity(n);
@@ -170,9 +272,11 @@ async fn write_fast(
     let mut metadata = Vec::with_capacity(n);
     let mut prev_hash = Vec::with_capacity(n);
     let mut hash = Vec::with_capacity(n);
-    for pending in batch.iter_mut() {
-        let link = head.append(&mut pending.event);
+    for pending in batch {
         let event = &pending.event;
+        let link = event.chain.as_ref().ok_or_else(|| {
+            sqlx::Error::Protocol("audit event sent without its chain link".into())
+        })?;
         seq.push(to_db_seq(link.sequence));
         id.push(event.id);
         ts.push(event.timestamp);
@@ -186,10 +290,10 @@ async fn write_fast(
         metadata.push(
             serde_json::to_string(&event.metadata).map_err(|e| sqlx::Error::Encode(Box::new(e)))?,
         );
-        prev_hash.push(link.prev_hash.as_bytes().to_vec());
-        hash.push(link.hash.as_bytes().to_vec());
+        prev_hash.push(link.prev_hash.as_bytes().as_slice());
+        hash.push(link.hash.as_bytes().as_slice());
     }
-    let result = sqlx::query(FAST_INSERT)
+    let result = sqlx::query(PIPELINED_INSERT)
         .bind(seq)
         .bind(id)
         .bind(ts)
@@ -203,30 +307,44 @@ async fn write_fast(
         .bind(metadata)
         .bind(prev_hash)
         .bind(hash)
-        .bind(to_db_seq(head.sequence))
-        .bind(head.hash.as_bytes().to_vec())
-        .bind(to_db_seq(expected.sequence))
-        .bind(expected.hash.as_bytes().to_vec())
+        .bind(to_db_seq(after.sequence))
+        .bind(to_db_seq(end.sequence))
+        .bind(end.hash.as_bytes().as_slice())
+        .bind(after.hash.as_bytes().as_slice())
         .execute(&mut *conn)
         .await;
     match result {
         Ok(done) if usize::try_from(done.rows_affected()).is_ok_and(|rows| rows == n) => {
-            Ok(Some(Written { head, inserted: n }))
+            Ok(Outcome::Committed)
         }
-        // The head was not where we left it: nothing was inserted.
-        Ok(_) => Ok(None),
-        // A stored (or repeated) id: the statement, and so the head move,
-        // rolled back; the careful path skips the duplicates.
-        Err(sqlx::Error::Database(db)) if db.code().as_deref() == Some("23505") => Ok(None),
+        // The position was taken: nothing was inserted.
+        Ok(_) => Ok(Outcome::Refused),
+        Err(sqlx::Error::Database(db)) if db.code().as_deref() == Some("AU001") => {
+            Ok(Outcome::PredecessorMissing)
+        }
+        // A stored or repeated id, or a deadlock with another writer: the
+        // statement rolled back.
+        Err(sqlx::Error::Database(db))
+            if matches!(db.code().as_deref(), Some("23505" | "40P01")) =>
+        {
+            Ok(Outcome::Refused)
+        }
         Err(err) => Err(err),
     }
 }
 
-/// The fast path's statement: move the head from `$16, $17` to `$14, $15`
-/// (row-locked, compare-and-set) and insert the rows only if it moved.
-const FAST_INSERT: &str = "WITH moved AS ( \
-         UPDATE audit_chain_head SET seq = $14, hash = $15 \
-         WHERE singleton AND seq = $16 AND hash = $17 RETURNING 1) \
+/// The pipelined statement. `claim` takes the position after `$14` for the
+/// batch ending at `$15, $16`; the rows go in only if it did. `probe` runs
+/// last (a data-modifying `WITH` the query does not read runs after it): it
+/// waits for the transaction that wrote the link ending at hash `$17`, if
+/// that is still open, and conflicts with it once committed; if there is no
+/// such link, its row goes in and the table's trigger aborts the statement.
+const PIPELINED_INSERT: &str = "WITH claim AS ( \
+         INSERT INTO audit_chain_links (after_seq, last_seq, last_hash) VALUES ($14, $15, $16) \
+         ON CONFLICT DO NOTHING RETURNING 1), \
+     probe AS ( \
+         INSERT INTO audit_chain_links (after_seq, last_seq, last_hash) VALUES (NULL, $14, $17) \
+         ON CONFLICT DO NOTHING) \
      INSERT INTO audit_events (seq, id, ts, event_type, actor, action, success, \
          session_id, source_ip, resource, metadata, prev_hash, hash) \
      SELECT r.seq, r.id, r.ts, r.event_type, r.actor, r.action, r.success, \
@@ -236,12 +354,14 @@ const FAST_INSERT: &str = "WITH moved AS ( \
          $12::bytea[], $13::bytea[]) \
          AS r(seq, id, ts, event_type, actor, action, success, session_id, source_ip, \
          resource, metadata, prev_hash, hash) \
-     WHERE EXISTS (SELECT 1 FROM moved)";
+     WHERE EXISTS (SELECT 1 FROM claim)";
 
-/// One transaction: lock the chain head, skip events already stored (a
-/// previous attempt may have committed without us hearing back), chain the
-/// rest onto the head, load them with one binary `COPY`, move the head.
-async fn write_batch(
+/// One transaction: read the head, skip events already stored (a previous
+/// attempt may have committed without us hearing back), chain the rest onto
+/// the head, load them with one binary `COPY`, claim the position. If another
+/// transaction claims it first, the claim fails (after waiting for it) and
+/// nothing is written.
+async fn write_careful(
     conn: &mut PgConnection,
     batch: &mut [Pending],
 ) -> Result<Written, sqlx::Error> {
@@ -252,14 +372,15 @@ async fn write_batch(
         let separator = if i == 0 { "" } else { "," };
         let _ = write!(ids, "{separator}'{}'", pending.event.id);
     }
-    let lock = format!(
-        "BEGIN; SELECT seq, encode(hash, 'hex') AS hash, \
+    let read = format!(
+        "BEGIN; SELECT last_seq AS seq, encode(last_hash, 'hex') AS hash, \
          (SELECT string_agg(id::text, ',') FROM audit_events WHERE id IN ({ids})) AS stored \
-         FROM audit_chain_head WHERE singleton FOR UPDATE"
+         FROM audit_chain_links WHERE after_seq IS NOT NULL ORDER BY after_seq DESC LIMIT 1"
     );
-    let rows = conn.fetch_all(lock.as_str()).await?;
+    let rows = conn.fetch_all(read.as_str()).await?;
     let row = rows.first().ok_or(sqlx::Error::RowNotFound)?;
-    let mut head = read_head(row)?;
+    let after = read_head(row)?;
+    let mut head = after;
     let mut stored: HashSet<Uuid> = HashSet::new();
     if let Some(list) = row.try_get::<Option<String>, _>("stored")? {
         for id in list.split(',') {
@@ -289,7 +410,9 @@ async fn write_batch(
         copy.send(rows.finish()).await?;
         copy.finish().await?;
         format!(
-            "UPDATE audit_chain_head SET seq = {}, hash = '\\x{}'::bytea WHERE singleton; COMMIT",
+            "INSERT INTO audit_chain_links (after_seq, last_seq, last_hash) \
+             VALUES ({}, {}, '\\x{}'::bytea); COMMIT",
+            to_db_seq(after.sequence),
             to_db_seq(head.sequence),
             head.hash.to_hex()
         )
@@ -380,5 +503,171 @@ impl CopyRows {
     fn finish(mut self) -> Vec<u8> {
         self.buf.extend_from_slice(&(-1i16).to_be_bytes());
         self.buf
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    //! The pipelined statement against a real server: what it does when the
+    //! batch before it is still open, then commits or rolls back, and when
+    //! another writer took its position.
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
+
+    use std::time::Duration;
+
+    use agent_patterns_audit::AuditEventType;
+    use sqlx::{Connection, PgConnection};
+    use tokio::sync::oneshot;
+
+    use super::*;
+
+    fn admin_url() -> String {
+        std::env::var("DATABASE_URL")
+            .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".to_owned())
+    }
+
+    /// A migrated database of its own; dropped by `drop_db`.
+    async fn database() -> (String, String) {
+        let name = format!("audit_test_{}", Uuid::now_v7().simple());
+        let mut admin = PgConnection::connect(&admin_url()).await.unwrap();
+        sqlx::query(&format!("CREATE DATABASE {name}"))
+            .execute(&mut admin)
+            .await
+            .unwrap();
+        let url = format!("{}/{name}", admin_url().rsplit_once('/').unwrap().0);
+        let mut conn = PgConnection::connect(&url).await.unwrap();
+        crate::store::MIGRATOR.run(&mut conn).await.unwrap();
+        (name, url)
+    }
+
+    async fn drop_db(name: &str) {
+        let mut admin = PgConnection::connect(&admin_url()).await.unwrap();
+        sqlx::query(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+            .execute(&mut admin)
+            .await
+            .unwrap();
+    }
+
+    /// `count` events chained from `after`, and where they end.
+    fn chained(after: ChainHead, count: usize) -> (Vec<Pending>, ChainHead) {
+        let mut end = after;
+        let batch = (0..count)
+            .map(|i| {
+                let mut event =
+                    AuditEvent::new(AuditEventType::DataAccess, "u", format!("read-{i}"), true);
+                end.append(&mut event);
+                let (ack, _) = oneshot::channel();
+                Pending { event, ack }
+            })
+            .collect();
+        (batch, end)
+    }
+
+    async fn stored(conn: &mut PgConnection) -> i64 {
+        sqlx::query_scalar("SELECT count(*) FROM audit_events")
+            .fetch_one(conn)
+            .await
+            .unwrap()
+    }
+
+    /// Opens the link of a predecessor batch in a transaction left open.
+    async fn open_predecessor(url: &str, end: ChainHead) -> PgConnection {
+        let mut conn = PgConnection::connect(url).await.unwrap();
+        sqlx::query("BEGIN").execute(&mut conn).await.unwrap();
+        sqlx::query(
+            "INSERT INTO audit_chain_links (after_seq, last_seq, last_hash) VALUES (0, $1, $2)",
+        )
+        .bind(to_db_seq(end.sequence))
+        .bind(end.hash.as_bytes().as_slice())
+        .execute(&mut conn)
+        .await
+        .unwrap();
+        conn
+    }
+
+    async fn outcome_once_predecessor_ends(finish: &str) -> (Outcome, i64) {
+        let (name, db_url) = database().await;
+        // The predecessor: 2 events after the genesis, still open.
+        let (_, predecessor_end) = chained(ChainHead::EMPTY, 2);
+        let mut predecessor = open_predecessor(&db_url, predecessor_end).await;
+        let (batch, end) = chained(predecessor_end, 3);
+        let url = db_url.clone();
+        let sent = tokio::spawn(async move {
+            let mut conn = PgConnection::connect(&url).await.unwrap();
+            write_pipelined(&mut conn, &batch, predecessor_end, end)
+                .await
+                .unwrap()
+        });
+        // The batch's probe waits for the predecessor's transaction to end
+        // (watched from outside it: a transaction sees one snapshot of the
+        // activity view).
+        let mut watcher = PgConnection::connect(&db_url).await.unwrap();
+        let mut waiting = 0;
+        for _ in 0..1_000 {
+            waiting = sqlx::query_scalar::<_, i64>(
+                "SELECT count(*) FROM pg_stat_activity \
+                 WHERE datname = current_database() AND wait_event_type = 'Lock'",
+            )
+            .fetch_one(&mut watcher)
+            .await
+            .unwrap();
+            if waiting > 0 {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        assert_eq!(waiting, 1, "the probe waits for the open predecessor");
+        assert!(!sent.is_finished());
+        sqlx::query(finish).execute(&mut predecessor).await.unwrap();
+        let outcome = sent.await.unwrap();
+        let rows = stored(&mut predecessor).await;
+        drop((predecessor, watcher));
+        drop_db(&name).await;
+        (outcome, rows)
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_batch_commits_once_its_predecessor_has() {
+        let (outcome, rows) = outcome_once_predecessor_ends("COMMIT").await;
+        assert_eq!((outcome, rows), (Outcome::Committed, 3));
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_batch_whose_predecessor_rolled_back_writes_nothing() {
+        let (outcome, rows) = outcome_once_predecessor_ends("ROLLBACK").await;
+        assert_eq!((outcome, rows), (Outcome::PredecessorMissing, 0));
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_batch_whose_position_another_writer_took_writes_nothing() {
+        let (name, url) = database().await;
+        let mut conn = PgConnection::connect(&url).await.unwrap();
+        // Another writer continued from the genesis first.
+        let (theirs, their_end) = chained(ChainHead::EMPTY, 1);
+        assert_eq!(
+            write_pipelined(&mut conn, &theirs, ChainHead::EMPTY, their_end)
+                .await
+                .unwrap(),
+            Outcome::Committed
+        );
+        let (ours, our_end) = chained(ChainHead::EMPTY, 2);
+        assert_eq!(
+            write_pipelined(&mut conn, &ours, ChainHead::EMPTY, our_end)
+                .await
+                .unwrap(),
+            Outcome::Refused
+        );
+        // A batch chained on a head that never was finds no predecessor.
+        let (_, phantom) = chained(their_end, 1);
+        let (orphan, orphan_end) = chained(phantom, 1);
+        assert_eq!(
+            write_pipelined(&mut conn, &orphan, phantom, orphan_end)
+                .await
+                .unwrap(),
+            Outcome::PredecessorMissing
+        );
+        assert_eq!(stored(&mut conn).await, 1);
+        drop(conn);
+        drop_db(&name).await;
     }
 }

@@ -23,13 +23,14 @@ pub static MIGRATOR: Migrator = sqlx::migrate!("./migrations");
 /// A durable, append-only, hash-chained audit store in PostgreSQL.
 ///
 /// `log` puts the event on a bounded queue and returns once the transaction
-/// holding it has committed. One writer task, on its own connection, drains
-/// the queue: each
-/// transaction takes the chain head row `FOR UPDATE`, chains every queued
-/// event onto it, loads them with one binary `COPY`, moves the head and
-/// commits. Concurrent callers therefore share commits (throughput
-/// grows with concurrency), and every writer on the database — other tasks,
-/// processes or replicas — extends the same chain.
+/// holding it has committed. One writer task drains the queue: it chains
+/// every queued event onto the head and sends the batch as one statement,
+/// with up to [`max_in_flight_batches`](PostgresAuditConfig::max_in_flight_batches)
+/// batches in flight on separate connections. Each batch claims its position
+/// in `audit_chain_links` and commits only after the batch before it did.
+/// Concurrent callers therefore share commits (throughput grows with
+/// concurrency), and every writer on the database — other tasks, processes
+/// or replicas — extends the same chain.
 ///
 /// Failures: transient errors (broken connection, server restart) are retried
 /// with exponential backoff until the caller's deadline
@@ -84,16 +85,23 @@ impl PostgresAuditLogger {
 
     /// Uses an existing pool with `config`. Must be called inside a tokio
     /// runtime: it spawns the writer task, which keeps one of the pool's
-    /// connections (so the pool needs at least two).
+    /// connections per batch in flight, so the pool needs more than
+    /// [`max_in_flight_batches`](PostgresAuditConfig::max_in_flight_batches)
+    /// (3 with the defaults).
     pub async fn from_pool_with(
         pool: PgPool,
         config: PostgresAuditConfig,
     ) -> Result<Self, AuditError> {
         config.validate()?;
-        if pool.options().get_max_connections() < 2 {
+        let needed = config.max_in_flight_batches.saturating_add(1);
+        if usize::try_from(pool.options().get_max_connections()).unwrap_or(usize::MAX) < needed {
             return Err(AuditError::InvalidConfig {
                 field: "pool",
-                reason: "needs at least 2 connections (the writer keeps one)".into(),
+                reason: format!(
+                    "needs at least {needed} connections (one per batch in flight, \
+                     max_in_flight_batches = {}, and one for reads)",
+                    config.max_in_flight_batches
+                ),
             });
         }
         if config.run_migrations {
@@ -108,9 +116,14 @@ impl PostgresAuditLogger {
             log_timeout: config.log_timeout,
             initial_backoff: config.retry_initial_backoff,
             max_backoff: config.retry_max_backoff,
+            max_in_flight: config.max_in_flight_batches,
         };
         let queue = GroupCommit::start(
-            PgSink::new(pool.clone(), config.partitions_ahead),
+            PgSink::new(
+                pool.clone(),
+                config.partitions_ahead,
+                config.max_in_flight_batches,
+            ),
             settings,
             Arc::clone(&shared),
         );
@@ -154,10 +167,13 @@ impl PostgresAuditLogger {
     }
 
     async fn read_head(pool: &PgPool) -> Result<ChainHead, AuditError> {
-        let row = sqlx::query("SELECT seq, hash FROM audit_chain_head WHERE singleton")
-            .fetch_one(pool)
-            .await
-            .map_err(storage_error)?;
+        let row = sqlx::query(
+            "SELECT last_seq AS seq, last_hash AS hash FROM audit_chain_links \
+             WHERE after_seq IS NOT NULL ORDER BY after_seq DESC LIMIT 1",
+        )
+        .fetch_one(pool)
+        .await
+        .map_err(storage_error)?;
         decode_head(&row)
     }
 
@@ -256,8 +272,9 @@ impl AuditLogger for PostgresAuditLogger {
     /// last committed head this store knows of, with a warning.
     async fn count(&self) -> usize {
         let counted = sqlx::query_scalar::<_, i64>(
-            "SELECT h.seq - COALESCE((SELECT min(seq) FROM audit_events), h.seq + 1) + 1 \
-             FROM audit_chain_head h WHERE singleton",
+            "SELECT h.last_seq - COALESCE((SELECT min(seq) FROM audit_events), h.last_seq + 1) + 1 \
+             FROM audit_chain_links h WHERE after_seq IS NOT NULL \
+             ORDER BY after_seq DESC LIMIT 1",
         )
         .fetch_one(&self.pool)
         .await;

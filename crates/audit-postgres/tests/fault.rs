@@ -176,10 +176,10 @@ async fn full_queue_makes_callers_wait_then_fail_and_nothing_is_lost() {
             .unwrap(),
     );
 
-    // Hold the chain head: the writer blocks inside its transaction.
+    // Lock the chain links: the writer blocks inside its transaction.
     let mut blocker = db.superuser().await;
     let mut tx = blocker.begin().await.unwrap();
-    sqlx::query("SELECT seq FROM audit_chain_head FOR UPDATE")
+    sqlx::query("LOCK TABLE audit_chain_links IN EXCLUSIVE MODE")
         .execute(&mut *tx)
         .await
         .unwrap();
@@ -237,10 +237,10 @@ async fn full_queue_makes_callers_wait_then_fail_and_nothing_is_lost() {
 async fn close_flushes_accepted_events_and_refuses_new_ones() {
     let db = TestDb::new().await;
     let store = Arc::new(PostgresAuditLogger::connect(&db.url).await.unwrap());
-    // Hold the chain head so accepted events pile up unwritten.
+    // Lock the chain links so accepted events pile up unwritten.
     let mut blocker = db.superuser().await;
     let mut tx = blocker.begin().await.unwrap();
-    sqlx::query("SELECT seq FROM audit_chain_head FOR UPDATE")
+    sqlx::query("LOCK TABLE audit_chain_links IN EXCLUSIVE MODE")
         .execute(&mut *tx)
         .await
         .unwrap();

@@ -140,39 +140,58 @@ async fn retention_drops_a_month_and_the_rest_of_the_chain_still_verifies() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_partitioning_migration_keeps_the_events_of_an_existing_trail() {
-    use agent_patterns_audit_postgres::{MIGRATOR, PostgresAuditConfig};
+async fn the_later_migrations_keep_the_events_of_an_existing_trail() {
+    use agent_patterns_audit::ChainHead;
+    use agent_patterns_audit_postgres::MIGRATOR;
     let db = TestDb::new().await;
-    // The trail as the first schema version held it.
+    // The trail as the first schema version held it, written the way its
+    // writer did: rows chained in order and the head row moved along.
     let pool = db.pool(4).await;
     let first_version = sqlx::migrate::Migrator {
         migrations: std::borrow::Cow::Owned(vec![MIGRATOR.migrations[0].clone()]),
         ..sqlx::migrate::Migrator::DEFAULT
     };
     first_version.run(&pool).await.unwrap();
-    let config = PostgresAuditConfig {
-        run_migrations: false,
-        partitions_ahead: None,
-        ..PostgresAuditConfig::default()
-    };
-    let old = PostgresAuditLogger::from_pool_with(pool.clone(), config)
-        .await
-        .unwrap();
+    let mut head = ChainHead::EMPTY;
     for i in 1..=5 {
-        old.log(AuditEvent::new(
+        let mut event = AuditEvent::new(
             AuditEventType::Configuration,
             "ops",
             format!("change-{i}"),
             true,
-        ))
+        )
+        .with_metadata("ticket", format!("OPS-{i}"));
+        let link = head.append(&mut event);
+        sqlx::query(
+            "INSERT INTO audit_events (seq, id, ts, event_type, actor, action, success, \
+             metadata, prev_hash, hash) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
+        )
+        .bind(i64::try_from(link.sequence).unwrap())
+        .bind(event.id)
+        .bind(event.timestamp)
+        .bind(event.event_type.as_str())
+        .bind(&event.actor)
+        .bind(&event.action)
+        .bind(event.success)
+        .bind(sqlx::types::Json(&event.metadata))
+        .bind(link.prev_hash.as_bytes().as_slice())
+        .bind(link.hash.as_bytes().as_slice())
+        .execute(&pool)
         .await
         .unwrap();
     }
-    old.close().await.unwrap();
+    sqlx::query("UPDATE audit_chain_head SET seq = $1, hash = $2")
+        .bind(5i64)
+        .bind(head.hash.as_bytes().as_slice())
+        .execute(&pool)
+        .await
+        .unwrap();
 
-    // Upgrading moves them into the partitioned table; the chain goes on.
+    // Upgrading moves them into the partitioned table and the head into the
+    // chain links; the chain goes on.
     let store = PostgresAuditLogger::from_pool(pool).await.unwrap();
     assert_eq!(store.count().await, 5);
+    assert_eq!(store.head().await.unwrap(), head);
     store
         .log(AuditEvent::new(
             AuditEventType::Configuration,

@@ -169,8 +169,9 @@ async fn update_delete_and_truncate_are_refused_even_to_the_owner() {
         "UPDATE audit_events SET success = true",
         "DELETE FROM audit_events",
         "TRUNCATE audit_events",
-        "UPDATE audit_chain_head SET seq = 0",
-        "DELETE FROM audit_chain_head",
+        "UPDATE audit_chain_links SET last_seq = 0",
+        "DELETE FROM audit_chain_links",
+        "TRUNCATE audit_chain_links",
     ] {
         let err = sqlx::query(sql).execute(&mut su).await.unwrap_err();
         assert!(
@@ -193,7 +194,8 @@ async fn writer_role_can_append_and_read_but_not_update() {
     for sql in [
         format!("CREATE ROLE {role} LOGIN"),
         format!("GRANT SELECT, INSERT ON audit_events TO {role}"),
-        format!("GRANT SELECT, UPDATE ON audit_chain_head TO {role}"),
+        format!("GRANT SELECT, INSERT ON audit_chain_links TO {role}"),
+        format!("GRANT EXECUTE ON FUNCTION audit_prune_chain_links(integer) TO {role}"),
     ] {
         sqlx::query(&sql).execute(&mut su).await.unwrap();
     }
@@ -226,6 +228,32 @@ async fn writer_role_can_append_and_read_but_not_update() {
         .await
         .unwrap_err();
     assert!(err.to_string().contains("permission denied"), "{err}");
+    for sql in [
+        "UPDATE audit_chain_links SET last_seq = 0",
+        "DELETE FROM audit_chain_links",
+    ] {
+        let err = sqlx::query(sql).execute(store.pool()).await.unwrap_err();
+        assert!(
+            err.to_string().contains("permission denied"),
+            "{sql}: {err}"
+        );
+    }
+    // Pruning goes through the function, which always keeps the newest link.
+    let pruned: i64 = sqlx::query_scalar("SELECT audit_prune_chain_links(1)")
+        .fetch_one(store.pool())
+        .await
+        .unwrap();
+    assert_eq!(pruned, 1, "the genesis link goes, the head's stays");
+    store
+        .log(AuditEvent::new(
+            AuditEventType::Configuration,
+            "ops",
+            "set again",
+            true,
+        ))
+        .await
+        .unwrap();
+    assert_eq!(store.count().await, 2);
     assert!(store.verify(VerifyRange::all()).await.unwrap().is_valid());
 
     store.close().await.unwrap();

@@ -37,7 +37,9 @@ pub struct Config {
     pub json_logs: bool,
     /// PostgreSQL for conversations (`DATABASE_URL`); in memory when unset.
     pub database_url: Option<String>,
-    /// Connections in the database pool.
+    /// Connections in the database pool, shared by conversations and the
+    /// audit trail (whose writer keeps one per batch in flight, two by
+    /// default): at least 3.
     pub database_max_connections: u32,
 }
 
@@ -345,8 +347,11 @@ impl Config {
                 "the anthropic provider needs ANTHROPIC_API_KEY",
             ));
         }
-        if self.database_max_connections == 0 {
-            return Err(invalid("database_max_connections", "must be at least 1"));
+        if self.database_max_connections < 3 {
+            return Err(invalid(
+                "database_max_connections",
+                "must be at least 3 (the audit writer keeps two connections, reads need one)",
+            ));
         }
         if self.llm.max_attempts == 0 {
             return Err(invalid("llm.max_attempts", "must be at least 1"));
