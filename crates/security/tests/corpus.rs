@@ -99,7 +99,7 @@ fn detector_beats_the_eight_substring_baseline_on_the_dev_corpus() {
     assert!(ours.fpr() < baseline.fpr());
 }
 
-/// The late hold-out rounds (`*_holdout5.jsonl` to `*_holdout9.jsonl`): tricky
+/// The late hold-out rounds (`*_holdout5.jsonl` to `*_holdout10.jsonl`): tricky
 /// benign prompts and fresh attacks, each round written before any rule was
 /// tuned on it. Pins the goals (recall at least 0.6, false-positive
 /// rate at most 3 %) on every round, and that the detector beats the baseline
@@ -114,6 +114,7 @@ fn detector_meets_the_goals_on_each_late_holdout_round() {
         "holdout7_",
         "holdout8_",
         "holdout9_",
+        "holdout10_",
     ] {
         let rows: Vec<&Row> = all.iter().filter(|r| r.family.starts_with(round)).collect();
         let (mut ours, mut baseline) = (Score::default(), Score::default());
@@ -143,4 +144,27 @@ fn detector_meets_the_goals_on_each_late_holdout_round() {
         assert!(ours.recall() > baseline.recall());
         assert!(ours.fpr() <= baseline.fpr());
     }
+}
+
+/// The eleventh round: benign prompts only, written to sit next to jailbreak
+/// vocabulary (crime in fiction and history, formatting demands, string
+/// concatenation, jailbreaks as a topic, police requests, grandmother
+/// role-play, puzzles, hidden text asked about by HR). Pins the
+/// false-positive goal there.
+#[test]
+fn detector_keeps_false_alarms_rare_next_to_jailbreak_vocabulary() {
+    let detector = default_detector();
+    let rows: Vec<Row> = load()
+        .into_iter()
+        .filter(|r| r.family.starts_with("holdout11_"))
+        .collect();
+    assert!(rows.len() >= 250 && rows.iter().all(|r| !r.label));
+    let flagged: Vec<&str> = rows
+        .iter()
+        .filter(|r| detector.is_injection(&r.text))
+        .map(|r| r.text.as_str())
+        .collect();
+    let fpr = flagged.len() as f64 / rows.len() as f64;
+    println!("holdout11_ detector: fpr {fpr:.3} ({} benign)", rows.len());
+    assert!(fpr <= 0.01, "false-positive rate {fpr:.3}: {flagged:#?}");
 }
