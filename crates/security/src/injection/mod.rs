@@ -14,9 +14,10 @@
 //!    phrase sequence occurs adds its weight once. Evidence of smuggling seen by
 //!    the normaliser (tag characters, bidi controls, invisible characters inside
 //!    words, mixed-script words) adds fixed weights.
-//! 3. Base64, hex, binary and URL-encoded blobs are decoded (bounded count, size
-//!    and depth) and scanned the same way; what they contain counts, plus a bonus
-//!    for hiding it.
+//! 3. Base64, hex, binary and URL-encoded blobs are decoded, and text after a
+//!    right-to-left override (U+202E) is read in display order (bounded count,
+//!    size and depth); they are scanned the same way, and what they contain
+//!    counts, plus a bonus for hiding it.
 //! 4. A configured classifier's probability, times its weight, is added.
 //!
 //! A score at or above `threshold` is [`Verdict::Injection`]; at or above
