@@ -99,7 +99,7 @@ fn detector_beats_the_eight_substring_baseline_on_the_dev_corpus() {
     assert!(ours.fpr() < baseline.fpr());
 }
 
-/// The late hold-out rounds (`*_holdout5.jsonl` to `*_holdout10.jsonl`): tricky
+/// The late hold-out rounds (`*_holdout5.jsonl` to `*_holdout12.jsonl`, the eleventh being benign only): tricky
 /// benign prompts and fresh attacks, each round written before any rule was
 /// tuned on it. Pins the goals (recall at least 0.6, false-positive
 /// rate at most 3 %) on every round, and that the detector beats the baseline
@@ -115,6 +115,7 @@ fn detector_meets_the_goals_on_each_late_holdout_round() {
         "holdout8_",
         "holdout9_",
         "holdout10_",
+        "holdout12_",
     ] {
         let rows: Vec<&Row> = all.iter().filter(|r| r.family.starts_with(round)).collect();
         let (mut ours, mut baseline) = (Score::default(), Score::default());
