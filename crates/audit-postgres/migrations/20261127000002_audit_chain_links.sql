@@ -21,6 +21,30 @@
 -- audit_events. Old links may be pruned (audit_prune_chain_links); a writer
 -- whose predecessor link is gone simply fails its probe and re-reads the head.
 
+-- Writers of the previous version move audit_chain_head; lock it for the
+-- rest of this migration so the head copied below is the final one (they
+-- block, then fail once the table is gone: every writer of a database must
+-- run a version with chain links). Since the events table is partitioned, its
+-- primary key is (seq, ts): the claim below, not a key on seq, is what keeps
+-- sequence numbers unique.
+LOCK TABLE audit_chain_head IN ACCESS EXCLUSIVE MODE;
+
+DO $$
+DECLARE
+    head_seq bigint;
+    head_hash bytea;
+    last_seq bigint;
+    last_hash bytea;
+BEGIN
+    SELECT seq, hash INTO head_seq, head_hash FROM audit_chain_head WHERE singleton;
+    SELECT seq, hash INTO last_seq, last_hash FROM audit_events ORDER BY seq DESC LIMIT 1;
+    IF last_seq IS NOT NULL AND (last_seq <> head_seq OR last_hash <> head_hash) THEN
+        RAISE EXCEPTION 'audit chain head (seq %) does not match the newest event (seq %)',
+            head_seq, last_seq;
+    END IF;
+END;
+$$;
+
 CREATE TABLE audit_chain_links (
     after_seq BIGINT UNIQUE CHECK (after_seq >= -1),
     last_seq  BIGINT NOT NULL CHECK (last_seq >= 0),
@@ -52,7 +76,10 @@ CREATE TRIGGER audit_chain_links_probe
 CREATE FUNCTION audit_chain_links_reject_change() RETURNS trigger
 LANGUAGE plpgsql AS $$
 BEGIN
-    IF TG_OP = 'DELETE' AND current_setting('audit.pruning_links', true) = 'on' THEN
+    -- Only the pruning function, running as the table's owner, deletes.
+    IF TG_OP = 'DELETE' AND current_setting('audit.pruning_links', true) = 'on'
+        AND pg_has_role(current_user, (SELECT relowner FROM pg_class WHERE oid = TG_RELID), 'MEMBER')
+    THEN
         RETURN OLD;
     END IF;
     RAISE EXCEPTION 'audit_chain_links is append-only: % rejected', TG_OP
@@ -92,6 +119,9 @@ BEGIN
     RETURN deleted;
 END;
 $$;
+
+-- Pruning is for the owner and the roles it grants EXECUTE to.
+REVOKE EXECUTE ON FUNCTION audit_prune_chain_links(integer) FROM PUBLIC;
 
 DROP TABLE audit_chain_head;
 DROP FUNCTION audit_chain_head_forward_only();

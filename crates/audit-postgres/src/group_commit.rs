@@ -293,6 +293,16 @@ const MAX_RESENDS: u32 = 3;
 /// acknowledges itself.
 const ACK_QUEUE: usize = 8;
 
+/// How long past the callers' deadline the writer still waits for a write
+/// before abandoning it; sinks are expected to give up at the deadline
+/// themselves (and close the connection they used).
+pub(crate) const ABANDON_GRACE: Duration = Duration::from_secs(1);
+
+/// Why a write that took longer than every caller's deadline was abandoned.
+pub(crate) fn abandoned(deadline: Duration) -> String {
+    format!("audit batch write abandoned after {deadline:?} (connection stalled?)")
+}
+
 /// Batches of at most this many events are acknowledged by the writer
 /// itself.
 const ACK_DIRECTLY: usize = 4;
@@ -305,7 +315,8 @@ fn acknowledge(batch: &mut Vec<Pending>) {
     }
 }
 
-/// Acknowledges written batches, in the order they were written.
+/// Acknowledges written batches handed over by the writer, in the order it
+/// handed them over (batches it acknowledges itself skip this queue).
 async fn acknowledge_batches(mut batches: mpsc::Receiver<Vec<Pending>>) {
     while let Some(mut batch) = batches.recv().await {
         acknowledge(&mut batch);
@@ -404,7 +415,16 @@ impl<S: BatchSink> Writer<S> {
         end: ChainHead,
         resends: u32,
     ) {
-        let outcome = tokio::spawn(self.sink.send(batch, after, end));
+        // A write that outlives every caller's deadline is abandoned (its
+        // connection closes): a half-open connection cannot stall the writer,
+        // flushes or close. Whatever it did is found by the careful path.
+        let deadline = self.settings.log_timeout + ABANDON_GRACE;
+        let write = self.sink.send(batch, after, end);
+        let outcome = tokio::spawn(async move {
+            tokio::time::timeout(deadline, write)
+                .await
+                .unwrap_or_else(|_| (Vec::new(), Err(WriteError::Transient(abandoned(deadline)))))
+        });
         self.flights.push_back(Flight {
             outcome,
             flushes,
@@ -456,15 +476,23 @@ impl<S: BatchSink> Writer<S> {
                     (Vec::new(), Err(WriteError::Fatal(error.to_string())))
                 }
             };
-            if let Ok(Outcome::Committed) = result {
-                // Only possible when the batch before committed after all
-                // (its answer was lost): the careful path finds those rows.
-                self.committed(&mut batch, next.end, next.started);
-                retry_pipelined = false;
+            match result {
+                Ok(Outcome::Committed) => {
+                    // Only possible when the batch before committed after all
+                    // (its answer was lost): the careful path finds those rows.
+                    self.committed(&mut batch, next.end, next.started);
+                    retry_pipelined = false;
+                }
+                // It waited for the batch before, which did not commit.
+                Ok(Outcome::PredecessorMissing) => {}
+                // Anything else is written the careful way, and so is every
+                // batch: a batch resent as it was must never follow one that
+                // is not.
+                Ok(Outcome::Refused) | Err(_) => retry_pipelined = false,
             }
             stalled.push((batch, next));
         }
-        if retry_pipelined {
+        if retry_pipelined && stalled.iter().all(|(batch, _)| !batch.is_empty()) {
             for (batch, flight) in stalled {
                 self.dispatch(
                     batch,
@@ -562,7 +590,11 @@ impl<S: BatchSink> Writer<S> {
                 return;
             }
             let started = Instant::now();
-            match self.sink.write(batch).await {
+            let deadline = self.settings.log_timeout + ABANDON_GRACE;
+            let written = tokio::time::timeout(deadline, self.sink.write(batch))
+                .await
+                .unwrap_or_else(|_| Err(WriteError::Transient(abandoned(deadline))));
+            match written {
                 Ok(written) => {
                     metrics::histogram!(COMMIT_DURATION_SECONDS)
                         .record(started.elapsed().as_secs_f64());
@@ -618,6 +650,11 @@ mod tests {
         paths: Arc<Mutex<Vec<&'static str>>>,
         /// Sends still to lose the race with their predecessor.
         races: Arc<Mutex<u32>>,
+        /// The call (by position among all calls) to refuse, as when another
+        /// writer took the position.
+        refuse_call: Arc<Mutex<Option<usize>>>,
+        /// Sends still to hang (a stalled connection).
+        stalls: Arc<Mutex<u32>>,
         head: Arc<Mutex<ChainHead>>,
         write_time: Duration,
     }
@@ -669,8 +706,21 @@ mod tests {
         ) -> impl Future<Output = Sent> + Send + 'static {
             let sink = self.clone();
             async move {
+                let call = sink.calls.lock().unwrap().len();
                 sink.record("send", batch.len());
+                let stall = {
+                    let mut stalls = sink.stalls.lock().unwrap();
+                    let stall = *stalls > 0;
+                    *stalls = stalls.saturating_sub(1);
+                    stall
+                };
+                if stall {
+                    std::future::pending::<()>().await;
+                }
                 tokio::time::sleep(sink.write_time).await;
+                if *sink.refuse_call.lock().unwrap() == Some(call) {
+                    return (batch, Ok(Outcome::Refused));
+                }
                 let next = sink.script.lock().unwrap().pop_front().unwrap_or(Ok(()));
                 if let Err(error) = next {
                     return (batch, Err(error));
@@ -758,7 +808,7 @@ mod tests {
     }
 
     #[tokio::test(start_paused = true)]
-    async fn fatal_failure_fails_the_whole_batch_without_retry() {
+    async fn a_fatal_failure_fails_the_whole_batch_after_one_careful_rewrite() {
         let sink = Scripted {
             write_time: Duration::from_millis(5),
             ..Scripted::default()
@@ -1085,5 +1135,60 @@ mod tests {
             ["write", "send", "send", "send", "send", "write"]
         );
         assert_eq!(sink.head.lock().unwrap().sequence, 2);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_refused_batch_behind_a_lost_race_sends_everything_the_careful_way() {
+        let sink = Scripted {
+            write_time: Duration::from_millis(10),
+            ..Scripted::default()
+        };
+        let queue = Arc::new(GroupCommit::start(sink.clone(), settings(), Arc::default()));
+        queue.submit(event()).await.unwrap();
+        // The first batch loses the race, the second is refused: resending
+        // them as they are could put a batch after one that is not there.
+        *sink.races.lock().unwrap() = 1;
+        *sink.refuse_call.lock().unwrap() = Some(2);
+        let tasks = submit_staggered(&queue, 2);
+        for task in tasks {
+            task.await.unwrap().unwrap();
+        }
+        assert_eq!(sink.paths(), ["write", "send", "send", "write", "write"]);
+        assert_eq!(sink.head.lock().unwrap().sequence, 3);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_stalled_write_is_abandoned_at_the_deadline_and_the_writer_goes_on() {
+        let sink = Scripted::default();
+        let settings = Settings {
+            log_timeout: Duration::from_millis(200),
+            ..settings()
+        };
+        let shared = Arc::new(Shared::default());
+        let queue = Arc::new(GroupCommit::start(
+            sink.clone(),
+            settings,
+            Arc::clone(&shared),
+        ));
+        queue.submit(event()).await.unwrap();
+        *sink.stalls.lock().unwrap() = 1;
+        let start = Instant::now();
+        assert_eq!(
+            queue.submit(event()).await,
+            Err(AuditError::Timeout(Duration::from_millis(200)))
+        );
+        // The flush waits for the abandoned write, which ends a grace period
+        // after the deadline.
+        queue.flush().await.unwrap();
+        assert_eq!(start.elapsed(), Duration::from_millis(1_200));
+        assert_eq!(
+            shared.failing().as_deref(),
+            Some("audit batch write abandoned after 1.2s (connection stalled?)")
+        );
+        // The head is unknown after the abandoned write: the next batch goes
+        // the careful way and succeeds.
+        queue.submit(event()).await.unwrap();
+        assert_eq!(sink.paths(), ["write", "send", "write"]);
+        assert!(shared.failing().is_none());
     }
 }

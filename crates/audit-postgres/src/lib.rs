@@ -77,6 +77,14 @@
 //! Start the service with `run_migrations: false` when it logs in as
 //! `audit_writer`.
 //!
+//! Upgrading a trail written by a version with the `audit_chain_head` row:
+//! the migration locks that row, checks it against the newest event and
+//! replaces it with `audit_chain_links`; writers still running the old
+//! version then fail instead of writing. Grant the writer role `SELECT,
+//! INSERT` on `audit_chain_links` (and `EXECUTE` on
+//! `audit_prune_chain_links(integer)` if it prunes) before it starts again.
+//! The writer's connections use READ COMMITTED whatever the server default.
+//!
 //! # Retention
 //!
 //! Rows cannot be deleted (the triggers forbid it); a month is retired whole,

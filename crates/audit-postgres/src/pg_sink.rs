@@ -12,8 +12,8 @@
 //!
 //! The careful path is one transaction that reads the head, skips events
 //! already stored (a previous attempt may have committed without us hearing
-//! back), chains the rest and loads them with a binary `COPY`, then claims
-//! the position. It runs when the writer does not know the head (at start,
+//! back), chains the rest, claims the position and loads them with a binary
+//! `COPY`. It runs when the writer does not know the head (at start,
 //! after any failure), when another writer (another replica) moved the head,
 //! and when the pipelined path hits an id that is already stored.
 
@@ -27,7 +27,7 @@ use sqlx::pool::PoolConnection;
 use sqlx::{Executor, PgConnection, PgPool, Postgres, Row};
 use uuid::Uuid;
 
-use crate::group_commit::{BatchSink, Outcome, Pending, Sent, WriteError, Written};
+use crate::group_commit::{BatchSink, Outcome, Pending, Sent, WriteError, Written, abandoned};
 use crate::rows::{is_transient, to_db_seq};
 
 /// The [`BatchSink`] of [`PostgresAuditLogger`](crate::PostgresAuditLogger).
@@ -43,6 +43,10 @@ pub(crate) struct PgSink {
     partitions_ahead: Option<u32>,
     /// When to run the upkeep (partitions, old links) next.
     next_upkeep: tokio::time::Instant,
+    /// How long one write may take: the callers' deadline. A write still
+    /// running then is abandoned and its connection closed (a half-open
+    /// connection must not stall the writer).
+    deadline: std::time::Duration,
 }
 
 /// How often the writer makes sure the coming months have partitions and
@@ -55,8 +59,14 @@ const UPKEEP_INTERVAL: std::time::Duration = std::time::Duration::from_secs(3600
 const LINKS_KEPT: i32 = 10_000;
 
 impl PgSink {
-    pub(crate) fn new(pool: PgPool, partitions_ahead: Option<u32>, max_in_flight: usize) -> Self {
+    pub(crate) fn new(
+        pool: PgPool,
+        partitions_ahead: Option<u32>,
+        max_in_flight: usize,
+        deadline: std::time::Duration,
+    ) -> Self {
         Self {
+            deadline,
             pool,
             idle: Arc::new(Mutex::new(Vec::with_capacity(max_in_flight))),
             max_idle: max_in_flight,
@@ -100,14 +110,22 @@ impl Lanes {
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .pop();
-        match kept {
-            Some(conn) => Ok(conn),
-            None => self
-                .pool
-                .acquire()
-                .await
-                .map_err(|e| classify(Phase::Connect, e)),
+        if let Some(conn) = kept {
+            return Ok(conn);
         }
+        let mut conn = self
+            .pool
+            .acquire()
+            .await
+            .map_err(|e| classify(Phase::Connect, e))?;
+        // The claim and the probe rely on READ COMMITTED (a probe waits for
+        // the batch before it and then sees it); a pool or server default of
+        // a stricter level would turn every overlap into a serialization
+        // failure.
+        conn.execute("SET SESSION CHARACTERISTICS AS TRANSACTION ISOLATION LEVEL READ COMMITTED")
+            .await
+            .map_err(|e| classify(Phase::Write, e))?;
+        Ok(conn)
     }
 
     /// Keeps a connection that worked for the next batch.
@@ -181,7 +199,12 @@ impl BatchSink for PgSink {
         if let Some(upkeep) = upkeep {
             upkeep.run(&mut conn).await;
         }
-        match write_careful(&mut conn, batch).await {
+        let Ok(result) = tokio::time::timeout(self.deadline, write_careful(&mut conn, batch)).await
+        else {
+            discard(conn);
+            return Err(WriteError::Transient(abandoned(self.deadline)));
+        };
+        match result {
             Ok(written) => {
                 lanes.checkin(conn);
                 Ok(written)
@@ -209,6 +232,7 @@ impl BatchSink for PgSink {
     ) -> impl Future<Output = Sent> + Send + 'static {
         let upkeep = self.upkeep_due();
         let lanes = self.lanes();
+        let deadline = self.deadline;
         async move {
             let mut conn = match lanes.checkout().await {
                 Ok(conn) => conn,
@@ -217,7 +241,14 @@ impl BatchSink for PgSink {
             if let Some(upkeep) = upkeep {
                 upkeep.run(&mut conn).await;
             }
-            match write_pipelined(&mut conn, &batch, after, end).await {
+            let written =
+                tokio::time::timeout(deadline, write_pipelined(&mut conn, &batch, after, end))
+                    .await;
+            let Ok(written) = written else {
+                discard(conn);
+                return (batch, Err(WriteError::Transient(abandoned(deadline))));
+            };
+            match written {
                 Ok(outcome) => {
                     lanes.checkin(conn);
                     (batch, Ok(outcome))
@@ -259,6 +290,10 @@ async fn write_pipelined(
     end: ChainHead,
 ) -> Result<Outcome, sqlx::Error> {
     let n = batch.len();
+    if n == 0 {
+        // The claim would cover positions no event fills.
+        return Err(sqlx::Error::Protocol("empty audit batch sent".into()));
+    }
     let mut seq = Vec::with_capacity(n);
     let mut id = Vec::with_capacity(n);
     let mut ts = Vec::with_capacity(n);
@@ -405,21 +440,23 @@ async fn write_careful(
         rows.push(&pending.event)?;
     }
     let inserted = rows.count;
-    let finish = if inserted > 0 {
-        let mut copy = conn.copy_in_raw(COPY_STATEMENT).await?;
-        copy.send(rows.finish()).await?;
-        copy.finish().await?;
-        format!(
+    if inserted > 0 {
+        // Claim the position first: a transaction that claimed it already
+        // (another writer, or an earlier attempt of ours still running) is
+        // waited for here, before any row of ours could make it wait on us.
+        let claim = format!(
             "INSERT INTO audit_chain_links (after_seq, last_seq, last_hash) \
-             VALUES ({}, {}, '\\x{}'::bytea); COMMIT",
+             VALUES ({}, {}, '\\x{}'::bytea)",
             to_db_seq(after.sequence),
             to_db_seq(head.sequence),
             head.hash.to_hex()
-        )
-    } else {
-        "COMMIT".to_owned()
-    };
-    conn.execute(finish.as_str()).await?;
+        );
+        conn.execute(claim.as_str()).await?;
+        let mut copy = conn.copy_in_raw(COPY_STATEMENT).await?;
+        copy.send(rows.finish()).await?;
+        copy.finish().await?;
+    }
+    conn.execute("COMMIT").await?;
     Ok(Written { head, inserted })
 }
 

@@ -123,6 +123,7 @@ impl PostgresAuditLogger {
                 pool.clone(),
                 config.partitions_ahead,
                 config.max_in_flight_batches,
+                config.log_timeout,
             ),
             settings,
             Arc::clone(&shared),

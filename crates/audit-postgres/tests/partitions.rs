@@ -212,3 +212,62 @@ async fn the_later_migrations_keep_the_events_of_an_existing_trail() {
     store.pool().close().await;
     db.drop_db().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_links_migration_refuses_a_head_that_lags_behind_the_events() {
+    use agent_patterns_audit::ChainHead;
+    use agent_patterns_audit_postgres::MIGRATOR;
+    let db = TestDb::new().await;
+    let pool = db.pool(4).await;
+    // The first two schema versions, then two chained events whose head row
+    // was left at the first (as if the migration had raced a writer).
+    let earlier = sqlx::migrate::Migrator {
+        migrations: std::borrow::Cow::Owned(MIGRATOR.migrations[..2].to_vec()),
+        ..sqlx::migrate::Migrator::DEFAULT
+    };
+    earlier.run(&pool).await.unwrap();
+    let mut head = ChainHead::EMPTY;
+    let mut first = None;
+    for i in 1..=2 {
+        let mut event =
+            AuditEvent::new(AuditEventType::Configuration, "ops", format!("c{i}"), true);
+        let link = head.append(&mut event);
+        first.get_or_insert(head);
+        sqlx::query(
+            "INSERT INTO audit_events (seq, id, ts, event_type, actor, action, success, \
+             prev_hash, hash) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+        )
+        .bind(i64::try_from(link.sequence).unwrap())
+        .bind(event.id)
+        .bind(event.timestamp)
+        .bind(event.event_type.as_str())
+        .bind(&event.actor)
+        .bind(&event.action)
+        .bind(event.success)
+        .bind(link.prev_hash.as_bytes().as_slice())
+        .bind(link.hash.as_bytes().as_slice())
+        .execute(&pool)
+        .await
+        .unwrap();
+    }
+    let lagging = first.unwrap();
+    sqlx::query("UPDATE audit_chain_head SET seq = $1, hash = $2")
+        .bind(i64::try_from(lagging.sequence).unwrap())
+        .bind(lagging.hash.as_bytes().as_slice())
+        .execute(&pool)
+        .await
+        .unwrap();
+    let err = PostgresAuditLogger::migrate(&pool).await.unwrap_err();
+    assert!(
+        err.to_string().contains("does not match the newest event"),
+        "{err}"
+    );
+    // Nothing of the migration stayed: the head row is still there.
+    let seq: i64 = sqlx::query_scalar("SELECT seq FROM audit_chain_head")
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    assert_eq!(seq, 1);
+    pool.close().await;
+    db.drop_db().await;
+}
