@@ -96,8 +96,12 @@ pub struct RuleSet {
 impl RuleSet {
     /// The built-in rule set ([`BUILTIN_RULES`]).
     pub fn builtin() -> Self {
-        // Covered by a unit test; an empty set would still be a valid (inert) set.
-        Self::parse(BUILTIN_RULES).unwrap_or_default()
+        // Covered by a unit test. Should it ever fail, the detector stays
+        // panic-free but inert, so say so loudly.
+        Self::parse(BUILTIN_RULES).unwrap_or_else(|error| {
+            tracing::error!(%error, "built-in prompt-injection rules do not parse; detection is off");
+            Self::default()
+        })
     }
 
     /// Parse a complete rule set; errors name the line, and every `@CONCEPT`
