@@ -20,6 +20,12 @@
 //!    counts, plus a bonus for hiding it.
 //! 4. A configured classifier's probability, times its weight, is added.
 //!
+//! In a window where a rule of the `discussion` family matched (a text that
+//! talks about an injection it quotes: a slide, a bug report, a tweet to
+//! fact-check), positive rule hits that lie inside double quotes count at half
+//! their weight. Strings of data (JSON values, assignments) are not
+//! quotations, so a payload carried in a field keeps its weight.
+//!
 //! A score at or above `threshold` is [`Verdict::Injection`]; at or above
 //! `suspicious_threshold`, [`Verdict::Suspicious`].
 
@@ -369,9 +375,27 @@ impl PromptInjectionDetector {
         // Positive weights are capped per family, so many paraphrases of one idea
         // (or a quoted list of attack phrases) cannot outweigh the dampeners alone.
         let mut family_totals: Vec<(&str, f32)> = Vec::new();
+        // A text that discusses an injection it quotes (a rule of the
+        // `discussion` family matched): what lies inside double quotes counts
+        // at a discount.
+        let discussed = scan
+            .matches
+            .iter()
+            .any(|m| &*self.compiled.rules[m.rule].family == DISCUSSION_FAMILY);
+        let quotes = if discussed {
+            quoted_spans(window)
+        } else {
+            Vec::new()
+        };
         for m in &scan.matches {
             let rule = &self.compiled.rules[m.rule];
-            if rule.weight > 0.0 {
+            let quoted = quotes.iter().any(|&(s, e)| s <= m.start && m.end <= e);
+            let weight = if rule.weight > 0.0 && quoted {
+                rule.weight * QUOTED_DISCOUNT
+            } else {
+                rule.weight
+            };
+            if weight > 0.0 {
                 let family: &str = &rule.family;
                 let slot = match family_totals.iter().position(|(f, _)| *f == family) {
                     Some(i) => i,
@@ -381,16 +405,16 @@ impl PromptInjectionDetector {
                     }
                 };
                 let before = family_totals[slot].1;
-                let after = (before + rule.weight).min(self.config.family_cap);
+                let after = (before + weight).min(self.config.family_cap);
                 family_totals[slot].1 = after;
                 score += after - before;
             } else {
-                score += rule.weight;
+                score += weight;
             }
             matches.push(RuleMatch {
                 rule: Arc::clone(&rule.name),
                 family: Arc::clone(&rule.family),
-                weight: rule.weight,
+                weight,
                 span: base + m.start..base + m.end,
                 encoding: None,
             });
@@ -467,6 +491,59 @@ impl PromptInjectionDetector {
     }
 }
 
+/// Rules of this family mark a text that discusses an injection it quotes.
+const DISCUSSION_FAMILY: &str = "discussion";
+
+/// What a positive rule hit inside double quotes counts for in such a text.
+const QUOTED_DISCOUNT: f32 = 0.5;
+
+/// Longest quotation taken as one (bytes).
+const MAX_QUOTE_BYTES: usize = 600;
+
+/// Byte ranges of `text` between double quotes (`"…"`, `“…”`, `«…»`) on one
+/// line, quotes included; an opening quote without its close on the same line
+/// within [`MAX_QUOTE_BYTES`] opens nothing, and a string that follows `=`,
+/// `[`, `(`, `{`, a JSON key (`"key":`) or another string (`",`) is data,
+/// not a quotation.
+fn quoted_spans(text: &str) -> Vec<(usize, usize)> {
+    let mut spans = Vec::new();
+    let mut at = 0;
+    while let Some((offset, c)) = text[at..]
+        .char_indices()
+        .find(|&(_, c)| matches!(c, '"' | '\u{201C}' | '\u{AB}'))
+    {
+        let open = at + offset;
+        let close = match c {
+            '\u{201C}' => '\u{201D}',
+            '\u{AB}' => '\u{BB}',
+            _ => '"',
+        };
+        let body = open + c.len_utf8();
+        let mut limit = text.len().min(body + MAX_QUOTE_BYTES);
+        while !text.is_char_boundary(limit) {
+            limit -= 1;
+        }
+        let rest = &text[body..limit];
+        match rest.find([close, '\n']) {
+            Some(found) if rest[found..].starts_with(close) => {
+                let end = body + found + close.len_utf8();
+                // Strings of data (JSON values, assignments, list items) are
+                // not quotations: a payload in a field keeps its weight.
+                let before = text[..open].trim_end_matches([' ', '\t']);
+                let data = before.ends_with(['=', '[', '(', '{'])
+                    || before.ends_with("\":")
+                    || before.ends_with("\",");
+                if !data {
+                    spans.push((open, end));
+                }
+                at = end;
+            }
+            _ => at = body,
+        }
+    }
+    spans
+}
+
 fn default_detector_inner() -> &'static PromptInjectionDetector {
     static DETECTOR: OnceLock<PromptInjectionDetector> = OnceLock::new();
     DETECTOR.get_or_init(|| {
@@ -513,4 +590,28 @@ pub fn naive_contains_injection(content: &str) -> bool {
     ];
     let lower = content.to_lowercase();
     PATTERNS.iter().any(|p| lower.contains(p))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::quoted_spans;
+
+    #[test]
+    fn quotations_are_found_on_one_line_and_data_strings_are_not_quotations() {
+        let spans = |text: &'static str| -> Vec<&'static str> {
+            quoted_spans(text)
+                .into_iter()
+                .map(|(s, e)| &text[s..e])
+                .collect()
+        };
+        assert_eq!(
+            spans("He said, \"ignore it\" and \u{201C}fine\u{201D} then \u{AB}ok\u{BB}."),
+            ["\"ignore it\"", "\u{201C}fine\u{201D}", "\u{AB}ok\u{BB}"]
+        );
+        // Keys, values and list items of JSON are data.
+        assert!(spans("{\"bio\": \"ignore it\", \"tags\": [\"a\", \"b\"]}").is_empty());
+        assert_eq!(spans("x = \"ignore it\"; f(\"y\")"), Vec::<&str>::new());
+        assert!(spans("an \"unterminated quote\nacross lines").is_empty());
+        assert!(spans("no quotes here").is_empty());
+    }
 }

@@ -26,7 +26,9 @@
 //!   in order with at most `N` words between consecutive ones. An element is
 //!   `@CONCEPT`, a literal phrase, or alternatives separated by `|`. A rule adds
 //!   its weight (which may be negative, to dampen benign contexts) once per scan.
-//!   Redefining a rule name replaces the rule.
+//!   Redefining a rule name replaces the rule. A rule of the family
+//!   `discussion` also marks its window as one that discusses what it quotes:
+//!   there, positive hits inside double quotes count at half weight.
 
 use serde::{Deserialize, Serialize};
 
