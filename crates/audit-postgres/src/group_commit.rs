@@ -442,40 +442,24 @@ impl<S: BatchSink> Writer<S> {
     /// sent again as they are; otherwise each is written the careful way, in
     /// order.
     async fn land(&mut self, flight: Flight, outcome: Result<Sent, JoinError>) {
-        let (mut batch, result) = match outcome {
-            Ok(sent) => sent,
-            Err(error) => {
-                // The task panicked and took its batch with it: those callers
-                // learn it from their dropped acknowledgements.
-                tracing::error!(%error, "audit batch task failed");
-                self.shared.record_failure(&error.to_string());
-                (Vec::new(), Err(WriteError::Fatal(error.to_string())))
-            }
-        };
+        let (mut batch, result) = self.unpack(outcome);
         if let Ok(Outcome::Committed) = result {
             let mut flushes = flight.flushes;
             self.committed(&mut batch, flight.end, flight.started);
             answer(&mut flushes);
             return;
         }
-        let retry_pipelined =
+        let mut retry_pipelined =
             matches!(result, Ok(Outcome::PredecessorMissing)) && flight.resends < MAX_RESENDS;
         if let Err(WriteError::Transient(error) | WriteError::Fatal(error)) = &result {
             self.shared.record_failure(error);
             metrics::counter!(WRITE_RETRIES_TOTAL).increment(1);
             tracing::warn!(%error, events = batch.len(), "audit batch failed; rewriting it");
         }
-        let mut retry_pipelined = retry_pipelined;
         let mut stalled = vec![(batch, flight)];
         while let Some(mut next) = self.flights.pop_front() {
-            let (mut batch, result) = match (&mut next.outcome).await {
-                Ok(sent) => sent,
-                Err(error) => {
-                    tracing::error!(%error, "audit batch task failed");
-                    self.shared.record_failure(&error.to_string());
-                    (Vec::new(), Err(WriteError::Fatal(error.to_string())))
-                }
-            };
+            let outcome = (&mut next.outcome).await;
+            let (mut batch, result) = self.unpack(outcome);
             match result {
                 Ok(Outcome::Committed) => {
                     // Only possible when the batch before committed after all
@@ -510,6 +494,16 @@ impl<S: BatchSink> Writer<S> {
             self.write_with_retry(&mut batch).await;
             answer(&mut flushes);
         }
+    }
+
+    /// A batch task's result; a task that panicked took its batch with it
+    /// (those callers learn it from their dropped acknowledgements).
+    fn unpack(&self, outcome: Result<Sent, JoinError>) -> Sent {
+        outcome.unwrap_or_else(|error| {
+            tracing::error!(%error, "audit batch task failed");
+            self.shared.record_failure(&error.to_string());
+            (Vec::new(), Err(WriteError::Fatal(error.to_string())))
+        })
     }
 
     /// Records a committed batch and hands its callers to the acknowledging
@@ -976,6 +970,13 @@ mod tests {
         }
     }
 
+    /// Starts a queue on `sink` (shared with the caller).
+    fn started(sink: &Scripted, settings: Settings) -> (Arc<Shared>, Arc<GroupCommit>) {
+        let shared = Arc::new(Shared::default());
+        let queue = GroupCommit::start(sink.clone(), settings, Arc::clone(&shared));
+        (shared, Arc::new(queue))
+    }
+
     /// Submits `count` events, one per millisecond.
     fn submit_staggered(
         queue: &Arc<GroupCommit>,
@@ -998,12 +999,7 @@ mod tests {
             write_time: Duration::from_millis(10),
             ..Scripted::default()
         };
-        let shared = Arc::new(Shared::default());
-        let queue = Arc::new(GroupCommit::start(
-            sink.clone(),
-            settings(),
-            Arc::clone(&shared),
-        ));
+        let (shared, queue) = started(&sink, settings());
         // The first write learns the head (careful); then one event per ms.
         queue.submit(event()).await.unwrap();
         let start = Instant::now();
@@ -1049,12 +1045,7 @@ mod tests {
         };
         // The first careful write succeeds, the first pipelined batch fails.
         sink.script.lock().unwrap().extend([Ok(()), transient()]);
-        let shared = Arc::new(Shared::default());
-        let queue = Arc::new(GroupCommit::start(
-            sink.clone(),
-            settings(),
-            Arc::clone(&shared),
-        ));
+        let (shared, queue) = started(&sink, settings());
         queue.submit(event()).await.unwrap();
         let start = Instant::now();
         let tasks = submit_staggered(&queue, 2);
@@ -1076,12 +1067,7 @@ mod tests {
             write_time: Duration::from_millis(10),
             ..Scripted::default()
         };
-        let shared = Arc::new(Shared::default());
-        let queue = Arc::new(GroupCommit::start(
-            sink.clone(),
-            settings(),
-            Arc::clone(&shared),
-        ));
+        let (shared, queue) = started(&sink, settings());
         queue.submit(event()).await.unwrap();
         let tasks = submit_staggered(&queue, 2);
         tokio::time::sleep(Duration::from_millis(2)).await;
@@ -1101,12 +1087,7 @@ mod tests {
             write_time: Duration::from_millis(10),
             ..Scripted::default()
         };
-        let shared = Arc::new(Shared::default());
-        let queue = Arc::new(GroupCommit::start(
-            sink.clone(),
-            settings(),
-            Arc::clone(&shared),
-        ));
+        let (shared, queue) = started(&sink, settings());
         queue.submit(event()).await.unwrap();
         // The next batch looks for its predecessor too early, once.
         *sink.races.lock().unwrap() = 1;
@@ -1164,12 +1145,7 @@ mod tests {
             log_timeout: Duration::from_millis(200),
             ..settings()
         };
-        let shared = Arc::new(Shared::default());
-        let queue = Arc::new(GroupCommit::start(
-            sink.clone(),
-            settings,
-            Arc::clone(&shared),
-        ));
+        let (shared, queue) = started(&sink, settings);
         queue.submit(event()).await.unwrap();
         *sink.stalls.lock().unwrap() = 1;
         let start = Instant::now();

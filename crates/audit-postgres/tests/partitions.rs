@@ -154,31 +154,14 @@ async fn the_later_migrations_keep_the_events_of_an_existing_trail() {
     first_version.run(&pool).await.unwrap();
     let mut head = ChainHead::EMPTY;
     for i in 1..=5 {
-        let mut event = AuditEvent::new(
+        let event = AuditEvent::new(
             AuditEventType::Configuration,
             "ops",
             format!("change-{i}"),
             true,
         )
         .with_metadata("ticket", format!("OPS-{i}"));
-        let link = head.append(&mut event);
-        sqlx::query(
-            "INSERT INTO audit_events (seq, id, ts, event_type, actor, action, success, \
-             metadata, prev_hash, hash) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
-        )
-        .bind(i64::try_from(link.sequence).unwrap())
-        .bind(event.id)
-        .bind(event.timestamp)
-        .bind(event.event_type.as_str())
-        .bind(&event.actor)
-        .bind(&event.action)
-        .bind(event.success)
-        .bind(sqlx::types::Json(&event.metadata))
-        .bind(link.prev_hash.as_bytes().as_slice())
-        .bind(link.hash.as_bytes().as_slice())
-        .execute(&pool)
-        .await
-        .unwrap();
+        insert_chained(&pool, &mut head, event).await;
     }
     sqlx::query("UPDATE audit_chain_head SET seq = $1, hash = $2")
         .bind(5i64)
@@ -229,26 +212,9 @@ async fn the_links_migration_refuses_a_head_that_lags_behind_the_events() {
     let mut head = ChainHead::EMPTY;
     let mut first = None;
     for i in 1..=2 {
-        let mut event =
-            AuditEvent::new(AuditEventType::Configuration, "ops", format!("c{i}"), true);
-        let link = head.append(&mut event);
+        let event = AuditEvent::new(AuditEventType::Configuration, "ops", format!("c{i}"), true);
+        insert_chained(&pool, &mut head, event).await;
         first.get_or_insert(head);
-        sqlx::query(
-            "INSERT INTO audit_events (seq, id, ts, event_type, actor, action, success, \
-             prev_hash, hash) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
-        )
-        .bind(i64::try_from(link.sequence).unwrap())
-        .bind(event.id)
-        .bind(event.timestamp)
-        .bind(event.event_type.as_str())
-        .bind(&event.actor)
-        .bind(&event.action)
-        .bind(event.success)
-        .bind(link.prev_hash.as_bytes().as_slice())
-        .bind(link.hash.as_bytes().as_slice())
-        .execute(&pool)
-        .await
-        .unwrap();
     }
     let lagging = first.unwrap();
     sqlx::query("UPDATE audit_chain_head SET seq = $1, hash = $2")
@@ -270,4 +236,31 @@ async fn the_links_migration_refuses_a_head_that_lags_behind_the_events() {
     assert_eq!(seq, 1);
     pool.close().await;
     db.drop_db().await;
+}
+
+/// Chains `event` onto `head` and inserts it the way the writer of the first
+/// schema versions did (a plain row; the head row is the caller's to move).
+async fn insert_chained(
+    pool: &sqlx::PgPool,
+    head: &mut agent_patterns_audit::ChainHead,
+    mut event: AuditEvent,
+) {
+    let link = head.append(&mut event);
+    sqlx::query(
+        "INSERT INTO audit_events (seq, id, ts, event_type, actor, action, success, \
+         metadata, prev_hash, hash) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
+    )
+    .bind(i64::try_from(link.sequence).unwrap())
+    .bind(event.id)
+    .bind(event.timestamp)
+    .bind(event.event_type.as_str())
+    .bind(&event.actor)
+    .bind(&event.action)
+    .bind(event.success)
+    .bind(sqlx::types::Json(&event.metadata))
+    .bind(link.prev_hash.as_bytes().as_slice())
+    .bind(link.hash.as_bytes().as_slice())
+    .execute(pool)
+    .await
+    .unwrap();
 }

@@ -87,15 +87,7 @@ fn detector_beats_the_eight_substring_baseline_on_the_dev_corpus() {
     for ((label, family), (hit, total)) in &by_family {
         println!("  {family} ({}): {hit}/{total}", u8::from(*label));
     }
-    println!(
-        "detector: recall {:.3} fpr {:.3}; baseline: recall {:.3} fpr {:.3} ({} attacks, {} benign)",
-        ours.recall(),
-        ours.fpr(),
-        baseline.recall(),
-        baseline.fpr(),
-        ours.pos,
-        ours.neg
-    );
+    report("", &ours, &baseline);
     assert!(ours.pos >= 300 && ours.neg >= ours.pos, "corpus too small");
     assert!(ours.recall() >= 0.9, "recall {:.3}", ours.recall());
     assert!(ours.fpr() <= 0.02, "false-positive rate {:.3}", ours.fpr());
@@ -103,15 +95,40 @@ fn detector_beats_the_eight_substring_baseline_on_the_dev_corpus() {
     assert!(ours.fpr() < baseline.fpr());
 }
 
-/// The late hold-out rounds (`*_holdout5.jsonl` to `*_holdout12.jsonl`, the eleventh being benign only): tricky
-/// benign prompts and fresh attacks, each round written before any rule was
-/// tuned on it. Pins the goals (recall at least 0.6, false-positive
+/// The detector and the baseline on the rows of one hold-out round (family
+/// prefix `round`), printed.
+fn measure_round(rows: &[Row], round: &str) -> (Score, Score) {
+    let detector = default_detector();
+    let (mut ours, mut baseline) = (Score::default(), Score::default());
+    for row in rows.iter().filter(|r| r.family.starts_with(round)) {
+        ours.add(row.label, detector.is_injection(&row.text));
+        baseline.add(row.label, naive_contains_injection(&row.text));
+    }
+    report(&format!("{round} "), &ours, &baseline);
+    (ours, baseline)
+}
+
+/// Prints the detector's and the baseline's figures, prefixed by `label`.
+fn report(label: &str, ours: &Score, baseline: &Score) {
+    println!(
+        "{label}detector: recall {:.3} fpr {:.3}; baseline: recall {:.3} fpr {:.3} ({} attacks, {} benign)",
+        ours.recall(),
+        ours.fpr(),
+        baseline.recall(),
+        baseline.fpr(),
+        ours.pos,
+        ours.neg
+    );
+}
+
+/// The late hold-out rounds (`*_holdout5.jsonl` to `*_holdout12.jsonl`; the
+/// eleventh is benign only and has its own test): tricky benign prompts and
+/// fresh attacks, each round written before any rule was tuned on it. Pins the goals (recall at least 0.6, false-positive
 /// rate at most 3 %) on every round, and that the detector beats the baseline
 /// there too.
 #[test]
 fn detector_meets_the_goals_on_each_late_holdout_round() {
     let all = load();
-    let detector = default_detector();
     for round in [
         "holdout5_",
         "holdout6_",
@@ -121,21 +138,7 @@ fn detector_meets_the_goals_on_each_late_holdout_round() {
         "holdout10_",
         "holdout12_",
     ] {
-        let rows: Vec<&Row> = all.iter().filter(|r| r.family.starts_with(round)).collect();
-        let (mut ours, mut baseline) = (Score::default(), Score::default());
-        for row in &rows {
-            ours.add(row.label, detector.is_injection(&row.text));
-            baseline.add(row.label, naive_contains_injection(&row.text));
-        }
-        println!(
-            "{round} detector: recall {:.3} fpr {:.3}; baseline: recall {:.3} fpr {:.3} ({} attacks, {} benign)",
-            ours.recall(),
-            ours.fpr(),
-            baseline.recall(),
-            baseline.fpr(),
-            ours.pos,
-            ours.neg
-        );
+        let (ours, baseline) = measure_round(&all, round);
         assert!(
             ours.pos >= 80 && ours.neg >= 150,
             "hold-out round {round} too small"
@@ -187,21 +190,7 @@ const THIRTEENTH: &str = "holdout13_";
 /// is the way past them.
 #[test]
 fn the_thirteenth_round_does_not_get_worse() {
-    let detector = default_detector();
-    let (mut ours, mut baseline) = (Score::default(), Score::default());
-    for row in load().iter().filter(|r| r.family.starts_with(THIRTEENTH)) {
-        ours.add(row.label, detector.is_injection(&row.text));
-        baseline.add(row.label, naive_contains_injection(&row.text));
-    }
-    println!(
-        "{THIRTEENTH} detector: recall {:.3} fpr {:.3}; baseline: recall {:.3} fpr {:.3} ({} attacks, {} benign)",
-        ours.recall(),
-        ours.fpr(),
-        baseline.recall(),
-        baseline.fpr(),
-        ours.pos,
-        ours.neg
-    );
+    let (ours, baseline) = measure_round(&load(), THIRTEENTH);
     assert!(ours.pos == 160 && ours.neg == 400, "round incomplete");
     assert!(ours.recall() >= 0.55, "recall {:.3}", ours.recall());
     assert!(ours.fpr() <= 0.10, "false-positive rate {:.3}", ours.fpr());
@@ -221,21 +210,7 @@ const FOURTEENTH: &str = "holdout14_";
 /// weakest; these bounds keep it from getting worse.
 #[test]
 fn the_fourteenth_round_does_not_get_worse() {
-    let detector = default_detector();
-    let (mut ours, mut baseline) = (Score::default(), Score::default());
-    for row in load().iter().filter(|r| r.family.starts_with(FOURTEENTH)) {
-        ours.add(row.label, detector.is_injection(&row.text));
-        baseline.add(row.label, naive_contains_injection(&row.text));
-    }
-    println!(
-        "{FOURTEENTH} detector: recall {:.3} fpr {:.3}; baseline: recall {:.3} fpr {:.3} ({} attacks, {} benign)",
-        ours.recall(),
-        ours.fpr(),
-        baseline.recall(),
-        baseline.fpr(),
-        ours.pos,
-        ours.neg
-    );
+    let (ours, baseline) = measure_round(&load(), FOURTEENTH);
     assert!(ours.pos == 100 && ours.neg == 200, "round incomplete");
     assert!(ours.recall() >= 0.7, "recall {:.3}", ours.recall());
     assert!(ours.fpr() <= 0.42, "false-positive rate {:.3}", ours.fpr());
