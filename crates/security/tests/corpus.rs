@@ -121,9 +121,10 @@ fn report(label: &str, ours: &Score, baseline: &Score) {
     );
 }
 
-/// The late hold-out rounds (`*_holdout5.jsonl` to `*_holdout12.jsonl` and
-/// `*_holdout15.jsonl`; the eleventh is benign only, and the thirteenth and
-/// fourteenth, written against keyword filters, have tests of their own):
+/// The late hold-out rounds (`*_holdout5.jsonl` to `*_holdout12.jsonl`,
+/// `*_holdout15.jsonl` and `*_holdout16.jsonl`; the eleventh is benign only,
+/// and the thirteenth and fourteenth, written against keyword filters, have
+/// tests of their own):
 /// tricky benign prompts and fresh attacks, each round written before any rule
 /// was tuned on it. Pins the goals (recall at least 0.6,
 /// false-positive rate at most 3 %) on every round, and that the detector
@@ -140,6 +141,7 @@ fn detector_meets_the_goals_on_each_late_holdout_round() {
         "holdout10_",
         "holdout12_",
         "holdout15_",
+        "holdout16_",
     ] {
         let (ours, baseline) = measure_round(&all, round);
         assert!(

@@ -240,9 +240,11 @@ impl std::fmt::Debug for PromptInjectionDetector {
 }
 
 impl PromptInjectionDetector {
-    /// A detector with the built-in rules and default configuration.
+    /// A detector with the built-in rules and default configuration. Fails
+    /// (naming the line) only if the built-in rule text does not parse, which
+    /// its unit test rules out for a released build.
     pub fn new() -> Result<Self, SecurityError> {
-        Self::with_rules(DetectorConfig::default(), &RuleSet::builtin())
+        Self::with_rules(DetectorConfig::default(), &RuleSet::parse(BUILTIN_RULES)?)
     }
 
     /// A detector with `config` and `rules`; errors name the bad field or rule.
@@ -549,10 +551,13 @@ fn default_detector_inner() -> &'static PromptInjectionDetector {
     DETECTOR.get_or_init(|| {
         // The built-in rules are valid (unit-tested); an empty rule set is the
         // inert fallback that keeps this path panic-free.
-        PromptInjectionDetector::new().unwrap_or_else(|_| PromptInjectionDetector {
-            config: DetectorConfig::default(),
-            compiled: Arc::new(Compiled::empty()),
-            classifier: None,
+        PromptInjectionDetector::new().unwrap_or_else(|error| {
+            tracing::error!(%error, "built-in prompt-injection rules do not parse; detection is off");
+            PromptInjectionDetector {
+                config: DetectorConfig::default(),
+                compiled: Arc::new(Compiled::empty()),
+                classifier: None,
+            }
         })
     })
 }
