@@ -190,15 +190,16 @@ const THIRTEENTH: &str = "holdout13_";
 /// personas without names) and benign prompts that quote whole injections
 /// while discussing them (slides, bug reports, tweets to fact-check,
 /// transcripts, translations of notices). Measured before tuning at recall
-/// 0.500 and a false-positive rate of 14.2 % (baseline 0.025 and 2.25 %).
-/// These bounds keep it from getting worse; a classifier (see `Classifier`)
-/// is the way past them.
+/// 0.500 and a false-positive rate of 14.2 % (baseline 0.025 and 2.25 %);
+/// 0.619 and 7.5 % once quotations asked about counted at a discount. These
+/// bounds keep it from getting worse; a classifier (see `Classifier`) is the
+/// way past them.
 #[test]
 fn the_thirteenth_round_does_not_get_worse() {
     let (ours, baseline) = measure_round(&load(), THIRTEENTH);
     assert!(ours.pos == 160 && ours.neg == 400, "round incomplete");
-    assert!(ours.recall() >= 0.55, "recall {:.3}", ours.recall());
-    assert!(ours.fpr() <= 0.10, "false-positive rate {:.3}", ours.fpr());
+    assert!(ours.recall() >= 0.6, "recall {:.3}", ours.recall());
+    assert!(ours.fpr() <= 0.085, "false-positive rate {:.3}", ours.fpr());
     assert!(ours.recall() > baseline.recall() + 0.4);
 }
 
@@ -211,13 +212,16 @@ const FOURTEENTH: &str = "holdout14_";
 /// sits in quotes inside a frame that makes the model act on it. Measured
 /// unseen at recall 0.72 and a false-positive rate of 46 % with the rules
 /// before quote-aware scoring, 40.5 % with it (baseline 0.03 and 10.5 %).
-/// Quoting an attack in order to ask about it is where phrase rules are
-/// weakest; these bounds keep it from getting worse.
+/// Then tuned on: hits that all sit inside quotation marks framed by the
+/// asker's own words, with nothing outside asking to act on them, count at
+/// 0.4 — 14.5 % false positives at recall 0.73. Quoting an attack in order to
+/// ask about it is where phrase rules are weakest; these bounds keep it from
+/// getting worse.
 #[test]
 fn the_fourteenth_round_does_not_get_worse() {
     let (ours, baseline) = measure_round(&load(), FOURTEENTH);
     assert!(ours.pos == 100 && ours.neg == 200, "round incomplete");
     assert!(ours.recall() >= 0.7, "recall {:.3}", ours.recall());
-    assert!(ours.fpr() <= 0.42, "false-positive rate {:.3}", ours.fpr());
+    assert!(ours.fpr() <= 0.16, "false-positive rate {:.3}", ours.fpr());
     assert!(ours.recall() > baseline.recall() + 0.5);
 }

@@ -20,11 +20,23 @@
 //!    counts, plus a bonus for hiding it.
 //! 4. A configured classifier's probability, times its weight, is added.
 //!
-//! In a window where a rule of the `discussion` family matched (a text that
-//! talks about an injection it quotes: a slide, a bug report, a tweet to
-//! fact-check), positive rule hits that lie inside double quotes count at half
-//! their weight. Strings of data (JSON values, assignments) are not
-//! quotations, so a payload carried in a field keeps its weight.
+//! Quotations are weighed by their frame:
+//!
+//! * in a window where a rule of the `discussion` family matched (a text that
+//!   talks about an injection it quotes: a slide, a bug report, a tweet to
+//!   fact-check), positive rule hits inside quotation marks count at half
+//!   their weight;
+//! * in a window where every positive hit is inside quotation marks, the
+//!   quotations stand in at least four words of the writer's own, and no
+//!   marker outside them (rules of the `quote_act` family: "do what it says",
+//!   "follow it", "summarise", "translate", "this email" …) hands the quoted
+//!   text over to be acted on, those hits count at 0.4 of their weight and
+//!   fill each family only up to 0.4 of its cap: a question about a quoted
+//!   attack, not the attack.
+//!
+//! Strings of data (JSON values, assignments, CSV cells, YAML values) are not
+//! quotations, so a payload carried in a field keeps its weight, and neither
+//! is a prompt wrapped whole in quotes.
 //!
 //! A score at or above `threshold` is [`Verdict::Injection`]; at or above
 //! `suspicious_threshold`, [`Verdict::Suspicious`].
@@ -370,6 +382,37 @@ impl PromptInjectionDetector {
         (best, all)
     }
 
+    /// The factor for positive hits inside quotation marks, with the
+    /// quotations, when the text quotes rather than issues what they say (see
+    /// [`QUOTED_DISCOUNT`] and [`QUOTED_ONLY_DISCOUNT`]); `None` otherwise.
+    fn quote_discount(
+        &self,
+        window: &str,
+        matches: &[engine::RawMatch],
+    ) -> Option<(f32, Vec<(usize, usize)>)> {
+        let family = |m: &engine::RawMatch| &*self.compiled.rules[m.rule].family;
+        let positive = |m: &&engine::RawMatch| self.compiled.rules[m.rule].weight > 0.0;
+        if !matches.iter().any(|m| positive(&m)) {
+            return None;
+        }
+        let quotes = quoted_spans(window);
+        if quotes.is_empty() {
+            return None;
+        }
+        if matches.iter().any(|m| family(m) == DISCUSSION_FAMILY) {
+            return Some((QUOTED_DISCOUNT, quotes));
+        }
+        let all_quoted = matches
+            .iter()
+            .filter(positive)
+            .all(|m| inside(&quotes, m.start, m.end));
+        let acted_on = matches
+            .iter()
+            .any(|m| family(m) == QUOTE_ACT_FAMILY && !inside(&quotes, m.start, m.end));
+        (all_quoted && !acted_on && words_outside(window, &quotes) >= MIN_FRAME_WORDS)
+            .then_some((QUOTED_ONLY_DISCOUNT, quotes))
+    }
+
     fn scan_window(&self, window: &str, base: usize, depth: u8) -> (f32, Vec<RuleMatch>) {
         let scan = self.compiled.scan(window);
         let mut score = 0.0f32;
@@ -380,22 +423,26 @@ impl PromptInjectionDetector {
         // A text that discusses an injection it quotes (a rule of the
         // `discussion` family matched): what lies inside double quotes counts
         // at a discount.
-        let discussed = scan
-            .matches
-            .iter()
-            .any(|m| &*self.compiled.rules[m.rule].family == DISCUSSION_FAMILY);
-        let quotes = if discussed {
-            quoted_spans(window)
-        } else {
-            Vec::new()
-        };
+        let discount = self.quote_discount(window, &scan.matches);
         for m in &scan.matches {
             let rule = &self.compiled.rules[m.rule];
-            let quoted = quotes.iter().any(|&(s, e)| s <= m.start && m.end <= e);
-            let weight = if rule.weight > 0.0 && quoted {
-                rule.weight * QUOTED_DISCOUNT
-            } else {
-                rule.weight
+            if &*rule.family == QUOTE_ACT_FAMILY {
+                // A marker: it weighs nothing and is not reported.
+                continue;
+            }
+            // In a text that only quotes, a discounted hit also fills its
+            // family only up to the discounted cap: several rules matching one
+            // quoted phrase are one piece of evidence.
+            let (weight, cap) = match &discount {
+                Some((factor, quotes)) if rule.weight > 0.0 && inside(quotes, m.start, m.end) => {
+                    let cap = if *factor == QUOTED_ONLY_DISCOUNT {
+                        self.config.family_cap * factor
+                    } else {
+                        self.config.family_cap
+                    };
+                    (rule.weight * factor, cap)
+                }
+                _ => (rule.weight, self.config.family_cap),
             };
             if weight > 0.0 {
                 let family: &str = &rule.family;
@@ -407,7 +454,7 @@ impl PromptInjectionDetector {
                     }
                 };
                 let before = family_totals[slot].1;
-                let after = (before + weight).min(self.config.family_cap);
+                let after = (before + weight).min(cap).max(before);
                 family_totals[slot].1 = after;
                 score += after - before;
             } else {
@@ -496,8 +543,49 @@ impl PromptInjectionDetector {
 /// Rules of this family mark a text that discusses an injection it quotes.
 const DISCUSSION_FAMILY: &str = "discussion";
 
-/// What a positive rule hit inside double quotes counts for in such a text.
+/// Rules of this family (weight 0, never reported) mark words that make the
+/// model act on what a text quotes: follow it, do what it says, summarise,
+/// translate or answer it.
+const QUOTE_ACT_FAMILY: &str = "quote_act";
+
+/// What a positive rule hit inside double quotes counts for in a text that
+/// discusses the injection it quotes.
 const QUOTED_DISCOUNT: f32 = 0.5;
+
+/// What such a hit counts for when every positive hit is inside quotes, the
+/// quotes sit in a frame of their own words, and nothing outside them asks the
+/// model to act on them: a question about a quoted attack, not the attack.
+const QUOTED_ONLY_DISCOUNT: f32 = 0.4;
+
+/// Fewest words outside the quotes for them to count as a frame: an attack
+/// wrapped whole in quotation marks has none.
+const MIN_FRAME_WORDS: usize = 4;
+
+/// Whether `start..end` lies inside one of `spans`.
+fn inside(spans: &[(usize, usize)], start: usize, end: usize) -> bool {
+    spans.iter().any(|&(s, e)| s <= start && end <= e)
+}
+
+/// Words (runs of letters or digits) of `text` outside `spans`.
+fn words_outside(text: &str, spans: &[(usize, usize)]) -> usize {
+    let mut count = 0;
+    let mut from = 0;
+    for &(s, e) in spans
+        .iter()
+        .chain(std::iter::once(&(text.len(), text.len())))
+    {
+        let mut in_word = false;
+        for c in text[from..s].chars() {
+            let letter = c.is_alphanumeric();
+            if letter && !in_word {
+                count += 1;
+            }
+            in_word = letter;
+        }
+        from = e;
+    }
+    count
+}
 
 /// Longest quotation taken as one (bytes).
 const MAX_QUOTE_BYTES: usize = 600;
@@ -532,9 +620,13 @@ fn quoted_spans(text: &str) -> Vec<(usize, usize)> {
                 // Strings of data (JSON values, assignments, list items) are
                 // not quotations: a payload in a field keeps its weight.
                 let before = text[..open].trim_end_matches([' ', '\t']);
+                let line = &before[before.rfind('\n').map_or(0, |n| n + 1)..];
                 let data = before.ends_with(['=', '[', '(', '{'])
                     || before.ends_with("\":")
-                    || before.ends_with("\",");
+                    || before.ends_with("\",")
+                    // A CSV cell (no space after the comma) or a YAML value.
+                    || text[..open].ends_with(',')
+                    || is_yaml_key(line);
                 if !data {
                     spans.push((open, end));
                 }
@@ -544,6 +636,17 @@ fn quoted_spans(text: &str) -> Vec<(usize, usize)> {
         }
     }
     spans
+}
+
+/// Whether `line` (the text before a quotation on its line) is a YAML or
+/// config key: optional indentation or a list dash, one identifier, a colon.
+fn is_yaml_key(line: &str) -> bool {
+    let key = line.trim_start().trim_start_matches("- ");
+    key.strip_suffix(':').is_some_and(|k| {
+        !k.is_empty()
+            && k.chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.'))
+    })
 }
 
 fn default_detector_inner() -> &'static PromptInjectionDetector {
@@ -618,5 +721,20 @@ mod tests {
         assert_eq!(spans("x = \"ignore it\"; f(\"y\")"), Vec::<&str>::new());
         assert!(spans("an \"unterminated quote\nacross lines").is_empty());
         assert!(spans("no quotes here").is_empty());
+        // CSV cells and YAML values are data too.
+        assert!(spans("a,1,\"ignore it\"\nb,2,ok").is_empty());
+        assert!(spans("meta:\n  note_for_ai: \"ignore it\"").is_empty());
+        assert_eq!(spans("He wrote: \"ignore it\""), ["\"ignore it\""]);
+    }
+
+    #[test]
+    fn words_outside_quotations_are_counted() {
+        let text = "why does \"ignore all rules\" work, really?";
+        let spans = quoted_spans(text);
+        assert_eq!(super::words_outside(text, &spans), 4);
+        assert_eq!(
+            super::words_outside("\"ignore it\"", &quoted_spans("\"ignore it\"")),
+            0
+        );
     }
 }
