@@ -355,6 +355,7 @@ impl PromptInjectionDetector {
         let mut best = 0.0f32;
         let mut all = Vec::new();
         let mut start = 0usize;
+        let mut prev_end = 0usize;
         loop {
             let mut end = (start + cfg.window_bytes).min(text.len());
             while !text.is_char_boundary(end) {
@@ -362,14 +363,24 @@ impl PromptInjectionDetector {
             }
             let (score, matches) = self.scan_window(&text[start..end], start, depth);
             best = best.max(score);
+            // A match is reported once. Windows overlap, so a later window
+            // may find again what an earlier one found, but only wholly
+            // inside the overlap; other repeats are within one window.
+            let window_from = all.len();
             for m in matches {
-                if !all
+                let earlier = if m.span.end <= prev_end {
+                    0
+                } else {
+                    window_from
+                };
+                let repeat = all[earlier..]
                     .iter()
-                    .any(|o: &RuleMatch| o.rule == m.rule && o.span == m.span)
-                {
+                    .any(|o: &RuleMatch| o.span == m.span && o.rule == m.rule);
+                if !repeat {
                     all.push(m);
                 }
             }
+            prev_end = end;
             if end >= text.len() {
                 break;
             }
