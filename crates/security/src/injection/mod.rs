@@ -14,7 +14,9 @@
 //!    phrase sequence occurs adds its weight once. Evidence of smuggling seen by
 //!    the normaliser (tag characters, bidi controls, invisible characters inside
 //!    words, mixed-script words) adds fixed weights.
-//! 3. Base64, hex, binary and URL-encoded blobs are decoded, and text after a
+//! 3. Base64, hex, binary, URL-encoded and Morse blobs are decoded, a text
+//!    that speaks of a Caesar cipher or a shift is read with the shift that
+//!    turns the most of its words into English, and text after a
 //!    right-to-left override (U+202E) is read in display order (bounded count,
 //!    size and depth); they are scanned the same way, and what they contain
 //!    counts, plus a bonus for hiding it.
@@ -515,12 +517,20 @@ impl PromptInjectionDetector {
         );
 
         if depth < self.config.max_decode_depth {
-            let blobs = decode::find_blobs(
+            let mut blobs = decode::find_blobs(
                 window,
                 self.config.min_blob_len,
                 self.config.max_blob_len,
                 self.config.max_decoded_blobs,
             );
+            // A Caesar shift is looked for only where the text speaks of one.
+            let words = scan.normalized.text.as_bytes();
+            let cue = [&b"caesar"[..], b"shift", b"cipher"]
+                .iter()
+                .any(|cue| memchr::memmem::find(words, cue).is_some());
+            if cue && blobs.len() < self.config.max_decoded_blobs {
+                blobs.extend(decode::caesar_blob(window, self.config.max_blob_len));
+            }
             for blob in blobs {
                 let (inner, inner_matches) = self.scan_windows(&blob.text, depth + 1);
                 if inner <= 0.0 {
