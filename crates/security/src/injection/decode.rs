@@ -230,6 +230,20 @@ fn is_common(word: &str) -> bool {
     COMMON_WORDS.iter().any(|c| word.eq_ignore_ascii_case(c))
 }
 
+/// Whether ASCII-letter `word` shifted back by `shift` is a common word.
+fn is_common_shifted(word: &str, shift: u8) -> bool {
+    COMMON_WORDS.iter().any(|c| {
+        c.len() == word.len()
+            && c.bytes().zip(word.bytes()).all(|(c, w)| {
+                let w = w.to_ascii_lowercase();
+                (w - b'a' + 26 - shift) % 26 + b'a' == c
+            })
+    })
+}
+
+/// Most unusual words a Caesar shift is tried on.
+const MAX_CAESAR_WORDS: usize = 256;
+
 /// The whole of `input` read with the Caesar shift (1 to 25) that turns the
 /// most of its words that are not common English into common English, if that
 /// makes at least three: the frame around a shifted payload stays plain, so
@@ -239,13 +253,15 @@ pub(crate) fn caesar_blob(input: &str, max_len: usize) -> Option<Blob> {
     if input.len() > max_len {
         return None;
     }
+    // The first words suffice to find the shift and bound the work.
     let strange: Vec<&str> = input
         .split(|c: char| !c.is_ascii_alphabetic())
         .filter(|w| !w.is_empty() && w.len() <= 16 && !is_common(w))
+        .take(MAX_CAESAR_WORDS)
         .collect();
     let (gained, shift) = (1..26u8)
         .map(|k| {
-            let gained = strange.iter().filter(|w| is_common(&unshift(w, k))).count();
+            let gained = strange.iter().filter(|w| is_common_shifted(w, k)).count();
             (gained, k)
         })
         .max_by_key(|&(gained, k)| (gained, std::cmp::Reverse(k)))?;
