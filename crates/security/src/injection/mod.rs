@@ -357,7 +357,8 @@ impl PromptInjectionDetector {
         let mut best = 0.0f32;
         let mut all = Vec::new();
         let mut start = 0usize;
-        let mut prev_end = 0usize;
+        // (index of the window's first match in `all`, end of the window)
+        let mut windows: Vec<(usize, usize)> = Vec::new();
         loop {
             let mut end = (start + cfg.window_bytes).min(text.len());
             while !text.is_char_boundary(end) {
@@ -366,15 +367,17 @@ impl PromptInjectionDetector {
             let (score, matches) = self.scan_window(&text[start..end], start, depth);
             best = best.max(score);
             // A match is reported once. Windows overlap, so a later window
-            // may find again what an earlier one found, but only wholly
-            // inside the overlap; other repeats are within one window.
+            // may find again what an earlier one found; an equal match lies
+            // wholly inside some earlier window, so only the matches of the
+            // windows ending after its start are compared.
             let window_from = all.len();
             for m in matches {
-                let earlier = if m.span.end <= prev_end {
-                    0
-                } else {
-                    window_from
-                };
+                let earlier = windows
+                    .iter()
+                    .rev()
+                    .take_while(|&&(_, window_end)| window_end > m.span.start)
+                    .last()
+                    .map_or(window_from, |&(from, _)| from);
                 let repeat = all[earlier..]
                     .iter()
                     .any(|o: &RuleMatch| o.span == m.span && o.rule == m.rule);
@@ -382,7 +385,7 @@ impl PromptInjectionDetector {
                     all.push(m);
                 }
             }
-            prev_end = end;
+            windows.push((window_from, end));
             if end >= text.len() {
                 break;
             }
@@ -395,35 +398,50 @@ impl PromptInjectionDetector {
         (best, all)
     }
 
-    /// The factor for positive hits inside quotation marks, with the
-    /// quotations, when the text quotes rather than issues what they say (see
-    /// [`QUOTED_DISCOUNT`] and [`QUOTED_ONLY_DISCOUNT`]); `None` otherwise.
-    fn quote_discount(
-        &self,
-        window: &str,
-        matches: &[engine::RawMatch],
-    ) -> Option<(f32, Vec<(usize, usize)>)> {
-        let family = |m: &engine::RawMatch| &*self.compiled.rules[m.rule].family;
-        let positive = |m: &&engine::RawMatch| self.compiled.rules[m.rule].weight > 0.0;
-        if !matches.iter().any(|m| positive(&m)) {
-            return None;
-        }
+    /// How positive hits inside quotation marks are weighed in `window`
+    /// (see [`QUOTED_DISCOUNT`] and [`QUOTED_ONLY_DISCOUNT`]); `None` when
+    /// they count in full. When some positive hit lies inside quotes, the
+    /// window is scanned again with its quotations blanked out, to see what
+    /// the writer says in their own words: a rule that also matches there
+    /// keeps its full weight, since only its first occurrence is reported.
+    fn quote_discount(&self, window: &str, matches: &[engine::RawMatch]) -> Option<QuoteDiscount> {
+        let rules = &self.compiled.rules;
         let quotes = quoted_spans(window);
-        if quotes.is_empty() {
+        let quoted_hit = matches
+            .iter()
+            .any(|m| rules[m.rule].weight > 0.0 && inside(&quotes, m.start, m.end));
+        if !quoted_hit {
             return None;
         }
-        if matches.iter().any(|m| family(m) == DISCUSSION_FAMILY) {
-            return Some((QUOTED_DISCOUNT, quotes));
-        }
-        let all_quoted = matches
+        let blanked = blank(window, &quotes);
+        let own = self.compiled.scan(&blanked).matches;
+        let family_in_own = |family: &str| own.iter().any(|m| &*rules[m.rule].family == family);
+        let mut outside: Vec<usize> = own
             .iter()
-            .filter(positive)
-            .all(|m| inside(&quotes, m.start, m.end));
-        let acted_on = matches
+            .filter(|m| rules[m.rule].weight > 0.0)
+            .map(|m| m.rule)
+            .collect();
+        outside.sort_unstable();
+        outside.dedup();
+        let mode = if matches
             .iter()
-            .any(|m| family(m) == QUOTE_ACT_FAMILY && !inside(&quotes, m.start, m.end));
-        (all_quoted && !acted_on && words_outside(window, &quotes) >= MIN_FRAME_WORDS)
-            .then_some((QUOTED_ONLY_DISCOUNT, quotes))
+            .any(|m| &*rules[m.rule].family == DISCUSSION_FAMILY)
+        {
+            QuoteMode::Discussed
+        } else if outside.is_empty()
+            && !family_in_own(QUOTE_ACT_FAMILY)
+            && (blanked.contains('?') || family_in_own(QUOTE_ABOUT_FAMILY))
+            && words_outside(window, &quotes) >= MIN_FRAME_WORDS
+        {
+            QuoteMode::QuotedOnly
+        } else {
+            return None;
+        };
+        Some(QuoteDiscount {
+            mode,
+            quotes,
+            outside,
+        })
     }
 
     fn scan_window(&self, window: &str, base: usize, depth: u8) -> (f32, Vec<RuleMatch>) {
@@ -439,7 +457,7 @@ impl PromptInjectionDetector {
         let discount = self.quote_discount(window, &scan.matches);
         for m in &scan.matches {
             let rule = &self.compiled.rules[m.rule];
-            if &*rule.family == QUOTE_ACT_FAMILY {
+            if &*rule.family == QUOTE_ACT_FAMILY || &*rule.family == QUOTE_ABOUT_FAMILY {
                 // A marker: it weighs nothing and is not reported.
                 continue;
             }
@@ -447,14 +465,13 @@ impl PromptInjectionDetector {
             // family only up to the discounted cap: several rules matching one
             // quoted phrase are one piece of evidence.
             let (weight, cap) = match &discount {
-                Some((factor, quotes)) if rule.weight > 0.0 && inside(quotes, m.start, m.end) => {
-                    let cap = if *factor == QUOTED_ONLY_DISCOUNT {
-                        self.config.family_cap * factor
-                    } else {
-                        self.config.family_cap
-                    };
-                    (rule.weight * factor, cap)
-                }
+                Some(d) if rule.weight > 0.0 && d.applies(m) => match d.mode {
+                    QuoteMode::Discussed => (rule.weight * QUOTED_DISCOUNT, self.config.family_cap),
+                    QuoteMode::QuotedOnly => (
+                        rule.weight * QUOTED_ONLY_DISCOUNT,
+                        self.config.family_cap * QUOTED_ONLY_DISCOUNT,
+                    ),
+                },
                 _ => (rule.weight, self.config.family_cap),
             };
             if weight > 0.0 {
@@ -524,15 +541,20 @@ impl PromptInjectionDetector {
                 self.config.max_decoded_blobs,
             );
             // A Caesar shift is looked for only where the text speaks of one.
-            let words = scan.normalized.text.as_bytes();
-            let cue = [&b"caesar"[..], b"shift", b"cipher"]
-                .iter()
-                .any(|cue| memchr::memmem::find(words, cue).is_some());
-            if cue && blobs.len() < self.config.max_decoded_blobs {
+            if speaks_of_a_shift(&scan.normalized.text)
+                && blobs.len() < self.config.max_decoded_blobs
+            {
                 blobs.extend(decode::caesar_blob(window, self.config.max_blob_len));
             }
             for blob in blobs {
-                let (inner, inner_matches) = self.scan_windows(&blob.text, depth + 1);
+                // A shifted window is read once, not decoded again: what else
+                // it holds was decoded from the window itself.
+                let inner_depth = if blob.encoding == Encoding::Caesar {
+                    self.config.max_decode_depth
+                } else {
+                    depth + 1
+                };
+                let (inner, inner_matches) = self.scan_windows(&blob.text, inner_depth);
                 if inner <= 0.0 {
                     continue;
                 }
@@ -569,18 +591,90 @@ const DISCUSSION_FAMILY: &str = "discussion";
 /// translate or answer it.
 const QUOTE_ACT_FAMILY: &str = "quote_act";
 
+/// Rules of this family (weight 0, never reported) mark words that ask about
+/// or work on the wording of what a text quotes: explain, fix the grammar,
+/// count, a caption, a joke, a quiz.
+const QUOTE_ABOUT_FAMILY: &str = "quote_about";
+
+/// How quotations are discounted in a window.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum QuoteMode {
+    /// A `discussion` rule matched: hits inside quotes count at
+    /// [`QUOTED_DISCOUNT`].
+    Discussed,
+    /// Every positive hit is inside quotes, framed by the writer's own words
+    /// that ask about them: hits count at [`QUOTED_ONLY_DISCOUNT`], and fill
+    /// their family only to that share of its cap.
+    QuotedOnly,
+}
+
+/// The quotations of a window and how their hits are discounted.
+struct QuoteDiscount {
+    mode: QuoteMode,
+    quotes: Vec<(usize, usize)>,
+    /// Positive rules (sorted) that match with the quotations blanked out.
+    outside: Vec<usize>,
+}
+
+impl QuoteDiscount {
+    /// Whether `m`'s weight is discounted: it lies inside a quotation and its
+    /// rule does not also match outside them.
+    fn applies(&self, m: &engine::RawMatch) -> bool {
+        inside(&self.quotes, m.start, m.end) && self.outside.binary_search(&m.rule).is_err()
+    }
+}
+
+/// `text` with the bytes of `spans` replaced by spaces (offsets unchanged).
+fn blank(text: &str, spans: &[(usize, usize)]) -> String {
+    let mut bytes = text.as_bytes().to_vec();
+    for &(s, e) in spans {
+        bytes[s..e].fill(b' ');
+    }
+    // Whole characters were replaced by ASCII, so this is still UTF-8.
+    String::from_utf8(bytes).unwrap_or_default()
+}
+
 /// What a positive rule hit inside double quotes counts for in a text that
 /// discusses the injection it quotes.
 const QUOTED_DISCOUNT: f32 = 0.5;
 
 /// What such a hit counts for when every positive hit is inside quotes, the
-/// quotes sit in a frame of their own words, and nothing outside them asks the
-/// model to act on them: a question about a quoted attack, not the attack.
+/// quotes sit in a frame of the writer's own words that asks about them (a
+/// question mark or a `quote_about` marker), and nothing outside them asks
+/// the model to act on them: a question about a quoted attack, not the attack.
 const QUOTED_ONLY_DISCOUNT: f32 = 0.4;
 
 /// Fewest words outside the quotes for them to count as a frame: an attack
 /// wrapped whole in quotation marks has none.
 const MIN_FRAME_WORDS: usize = 4;
+
+/// Whether a word view mentions a Caesar cipher or a letter shift: the words
+/// `caesar`, `cipher` or `ciphertext`, or `shift` followed by a number, `back`,
+/// `each`, `every`, `by` or `of` and a number.
+fn speaks_of_a_shift(words: &str) -> bool {
+    let mut tokens = words.split(' ').peekable();
+    while let Some(word) = tokens.next() {
+        match word {
+            "caesar" | "cipher" | "ciphertext" => return true,
+            "shift" | "shifted" => {
+                let next = tokens.peek().copied().unwrap_or("");
+                let number = |w: &str| !w.is_empty() && w.bytes().all(|b| b.is_ascii_digit());
+                if number(next) || matches!(next, "back" | "each" | "every") {
+                    return true;
+                }
+                if matches!(next, "by" | "of") {
+                    let mut ahead = tokens.clone();
+                    ahead.next();
+                    if ahead.next().is_some_and(number) {
+                        return true;
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+    false
+}
 
 /// Whether `start..end` lies inside one of `spans`.
 fn inside(spans: &[(usize, usize)], start: usize, end: usize) -> bool {
@@ -611,69 +705,113 @@ fn words_outside(text: &str, spans: &[(usize, usize)]) -> usize {
 /// Longest quotation taken as one (bytes).
 const MAX_QUOTE_BYTES: usize = 600;
 
+/// How far back from an opening quote the data test looks (bytes).
+const DATA_LOOKBACK: usize = 64;
+
+/// Longest line start that can be a YAML key before a quoted value (bytes).
+const MAX_KEY_LINE: usize = 128;
+
 /// Byte ranges of `text` between double quotes (`"…"`, `“…”`, `«…»`) on one
 /// line, quotes included; an opening quote without its close on the same line
-/// within [`MAX_QUOTE_BYTES`] opens nothing, and a string that follows `=`,
-/// `[`, `(`, `{`, a JSON key (`"key":`) or another string (`",`) is data,
-/// not a quotation.
+/// within [`MAX_QUOTE_BYTES`] opens nothing. A string that is data is not a
+/// quotation: one that follows `=`, `[`, `(`, `{`, a JSON key (`"key":`) or
+/// another string (`",`), a CSV cell (a comma right before it), or a YAML
+/// value (`key: "…"` at the start of a line). Linear in `text`: each byte is
+/// searched for a closing quote of one kind at most once.
 fn quoted_spans(text: &str) -> Vec<(usize, usize)> {
+    const CLOSERS: [char; 3] = ['"', '\u{201D}', '\u{BB}'];
+    let bytes = text.as_bytes();
     let mut spans = Vec::new();
     let mut at = 0;
+    // Per kind of quote: no closer lies between an earlier opening and
+    // `searched_to`, nor between it and the newline `line_ends_at`.
+    let mut searched_to = [0usize; 3];
+    let mut line_ends_at: [Option<usize>; 3] = [None; 3];
+    // The start of the line holding `at`, found incrementally.
+    let mut line_start = 0;
+    let mut lines_scanned = 0;
     // `"`, and the lead bytes of `“` (E2 80 9C) and `«` (C2 AB), found with a
     // vectorised byte search: most texts hold few quotes or none.
-    while let Some((open, c)) = memchr::memchr3_iter(b'"', 0xE2, 0xC2, &text.as_bytes()[at..])
+    while let Some((open, kind)) = memchr::memchr3_iter(b'"', 0xE2, 0xC2, &bytes[at..])
         .map(|i| at + i)
-        .find_map(|i| {
-            text[i..]
-                .chars()
-                .next()
-                .filter(|c| matches!(c, '"' | '\u{201C}' | '\u{AB}'))
-                .map(|c| (i, c))
+        .find_map(|i| match text[i..].chars().next() {
+            Some('"') => Some((i, 0)),
+            Some('\u{201C}') => Some((i, 1)),
+            Some('\u{AB}') => Some((i, 2)),
+            _ => None,
         })
     {
-        let close = match c {
-            '\u{201C}' => '\u{201D}',
-            '\u{AB}' => '\u{BB}',
-            _ => '"',
+        let opener_len = if kind == 0 {
+            1
+        } else {
+            text[open..].chars().next().map_or(1, char::len_utf8)
         };
-        let body = open + c.len_utf8();
+        let body = open + opener_len;
+        at = body;
+        if line_ends_at[kind].is_some_and(|n| body <= n) {
+            continue;
+        }
         let mut limit = text.len().min(body + MAX_QUOTE_BYTES);
         while !text.is_char_boundary(limit) {
             limit -= 1;
         }
-        let rest = &text[body..limit];
-        match rest.find([close, '\n']) {
-            Some(found) if rest[found..].starts_with(close) => {
-                let end = body + found + close.len_utf8();
-                // Strings of data (JSON values, assignments, list items) are
-                // not quotations: a payload in a field keeps its weight.
-                let before = text[..open].trim_end_matches([' ', '\t']);
-                let line = &before[before.rfind('\n').map_or(0, |n| n + 1)..];
-                let data = before.ends_with(['=', '[', '(', '{'])
-                    || before.ends_with("\":")
-                    || before.ends_with("\",")
-                    // A CSV cell (no space after the comma) or a YAML value.
-                    || text[..open].ends_with(',')
-                    || is_yaml_key(line);
-                if !data {
-                    spans.push((open, end));
-                }
-                at = end;
+        let from = body.max(searched_to[kind]).min(limit);
+        let close = CLOSERS[kind];
+        let end = match text[from..limit].find([close, '\n']) {
+            Some(found) if text[from + found..].starts_with(close) => {
+                from + found + close.len_utf8()
             }
-            _ => at = body,
+            Some(found) => {
+                line_ends_at[kind] = Some(from + found);
+                continue;
+            }
+            None => {
+                searched_to[kind] = limit;
+                continue;
+            }
+        };
+        if let Some(n) = memchr::memrchr(b'\n', &bytes[lines_scanned..open]) {
+            line_start = lines_scanned + n + 1;
         }
+        lines_scanned = open;
+        if !is_data_string(bytes, line_start, open) {
+            spans.push((open, end));
+        }
+        at = end;
     }
     spans
 }
 
+/// Whether the string opening at byte `open` (on the line starting at
+/// `line_start`) is data rather than a quotation. Looks back a bounded
+/// distance only.
+fn is_data_string(bytes: &[u8], line_start: usize, open: usize) -> bool {
+    let head = &bytes[open.saturating_sub(DATA_LOOKBACK).max(line_start)..open];
+    let before = match head.iter().rposition(|b| !matches!(b, b' ' | b'\t')) {
+        Some(last) => &head[..=last],
+        None => &[][..],
+    };
+    // A CSV cell: the comma right before the quote.
+    head.ends_with(b",")
+        || before.ends_with(b"=")
+        || before.ends_with(b"[")
+        || before.ends_with(b"(")
+        || before.ends_with(b"{")
+        || before.ends_with(b"\":")
+        || before.ends_with(b"\",")
+        || (open - line_start <= MAX_KEY_LINE && is_yaml_key(&bytes[line_start..open]))
+}
+
 /// Whether `line` (the text before a quotation on its line) is a YAML or
-/// config key: optional indentation or a list dash, one identifier, a colon.
-fn is_yaml_key(line: &str) -> bool {
-    let key = line.trim_start().trim_start_matches("- ");
-    key.strip_suffix(':').is_some_and(|k| {
+/// config key: optional indentation or a list dash, one identifier, a colon,
+/// optional spaces.
+fn is_yaml_key(line: &[u8]) -> bool {
+    let line = line.trim_ascii();
+    let key = line.strip_prefix(b"- ").unwrap_or(line).trim_ascii_start();
+    key.strip_suffix(b":").is_some_and(|k| {
         !k.is_empty()
-            && k.chars()
-                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.'))
+            && k.iter()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, b'_' | b'-' | b'.'))
     })
 }
 
@@ -764,5 +902,43 @@ mod tests {
             super::words_outside("\"ignore it\"", &quoted_spans("\"ignore it\"")),
             0
         );
+    }
+
+    #[test]
+    fn unterminated_quotes_open_nothing_however_many() {
+        let text = "\u{AB}a ".repeat(2000) + "\n" + &"\u{201C}b ".repeat(2000);
+        assert!(quoted_spans(&text).is_empty());
+        // A closed quotation after them on a new line is still found.
+        let text = format!("{text}\nsaid \"ok then\"");
+        assert_eq!(quoted_spans(&text).len(), 1);
+    }
+
+    #[test]
+    fn yaml_keys_are_recognised_only_as_whole_line_starts() {
+        assert!(super::is_yaml_key(b"  note_for_ai: "));
+        assert!(super::is_yaml_key(b"- name:"));
+        assert!(!super::is_yaml_key(b"He wrote: "));
+        assert!(!super::is_yaml_key(b""));
+    }
+
+    #[test]
+    fn a_shift_is_spoken_of_only_as_a_cipher() {
+        for yes in [
+            "a caesar cipher",
+            "shift 3 back",
+            "shift of 5",
+            "shifted by 2",
+            "shift back",
+        ] {
+            assert!(super::speaks_of_a_shift(yes), "{yes}");
+        }
+        for no in [
+            "night shift rota",
+            "the shift key",
+            "a shift of nurses",
+            "shifted focus",
+        ] {
+            assert!(!super::speaks_of_a_shift(no), "{no}");
+        }
     }
 }
