@@ -406,6 +406,9 @@ impl PromptInjectionDetector {
     /// keeps its full weight, since only its first occurrence is reported.
     fn quote_discount(&self, window: &str, matches: &[engine::RawMatch]) -> Option<QuoteDiscount> {
         let rules = &self.compiled.rules;
+        if !matches.iter().any(|m| rules[m.rule].weight > 0.0) {
+            return None;
+        }
         let quotes = quoted_spans(window);
         let quoted_hit = matches
             .iter()
