@@ -723,43 +723,46 @@ const DATA_LOOKBACK: usize = 64;
 /// Longest line start that can be a YAML key before a quoted value (bytes).
 const MAX_KEY_LINE: usize = 128;
 
-/// Byte ranges of `text` between double quotes (`"…"`, `“…”`, `«…»`) on one
-/// line, quotes included; an opening quote without its close on the same line
+/// Byte ranges of `text` between quotation marks (`"…"`, `“…”`, `«…»`, and
+/// `'…'` or `‘…’` whose single quotes stand at the edges of words, so that an
+/// apostrophe opens and closes nothing) on one line, quotes included; an opening quote without its close on the same line
 /// within [`MAX_QUOTE_BYTES`] opens nothing. A string that is data is not a
 /// quotation: one that follows `=`, `[`, `(`, `{`, a JSON key (`"key":`) or
 /// another string (`",`), a CSV cell (a comma right before it), or a YAML
 /// value (`key: "…"` at the start of a line). Linear in `text`: each byte is
 /// searched for a closing quote of one kind at most once.
 fn quoted_spans(text: &str) -> Vec<(usize, usize)> {
-    const CLOSERS: [char; 3] = ['"', '\u{201D}', '\u{BB}'];
+    const CLOSERS: [char; 5] = ['"', '\u{201D}', '\u{BB}', '\'', '\u{2019}'];
     let bytes = text.as_bytes();
     let mut spans = Vec::new();
     let mut at = 0;
     // Per kind of quote: no closer lies between an earlier opening and
     // `searched_to`, nor between it and the newline `line_ends_at`.
-    let mut searched_to = [0usize; 3];
-    let mut line_ends_at: [Option<usize>; 3] = [None; 3];
+    let mut searched_to = [0usize; 5];
+    let mut line_ends_at: [Option<usize>; 5] = [None; 5];
     // The start of the line holding `at`, found incrementally.
     let mut line_start = 0;
     let mut lines_scanned = 0;
-    // `"`, and the lead bytes of `“` (E2 80 9C) and `«` (C2 AB), found with a
-    // vectorised byte search: most texts hold few quotes or none.
-    while let Some((open, kind)) = memchr::memchr3_iter(b'"', 0xE2, 0xC2, &bytes[at..])
+    while let Some(open) = bytes[at..]
+        .iter()
+        .position(|&b| matches!(b, b'"' | b'\'' | 0xE2 | 0xC2))
         .map(|i| at + i)
-        .find_map(|i| match text[i..].chars().next() {
-            Some('"') => Some((i, 0)),
-            Some('\u{201C}') => Some((i, 1)),
-            Some('\u{AB}') => Some((i, 2)),
-            _ => None,
-        })
     {
-        let opener_len = if kind == 0 {
-            1
-        } else {
-            text[open..].chars().next().map_or(1, char::len_utf8)
+        let Some(c) = text[open..].chars().next() else {
+            break;
         };
-        let body = open + opener_len;
-        at = body;
+        at = open + c.len_utf8();
+        let kind = match c {
+            '"' => 0,
+            '\u{201C}' => 1,
+            '\u{AB}' => 2,
+            // A single quote opens only where a word could start: after a
+            // space or an opening bracket, before a character of its body.
+            '\'' if opens_single(text, open, c) => 3,
+            '\u{2018}' if opens_single(text, open, c) => 4,
+            _ => continue,
+        };
+        let body = at;
         if line_ends_at[kind].is_some_and(|n| body <= n) {
             continue;
         }
@@ -769,12 +772,26 @@ fn quoted_spans(text: &str) -> Vec<(usize, usize)> {
         }
         let from = body.max(searched_to[kind]).min(limit);
         let close = CLOSERS[kind];
-        let end = match text[from..limit].find([close, '\n']) {
-            Some(found) if text[from + found..].starts_with(close) => {
-                from + found + close.len_utf8()
-            }
-            Some(found) => {
-                line_ends_at[kind] = Some(from + found);
+        let found = if kind < 3 {
+            text[from..limit].find([close, '\n']).map(|f| from + f)
+        } else {
+            // A single closing quote ends a word: it is not followed by a
+            // letter or digit (so the apostrophe of "don't" closes nothing).
+            text[from..limit]
+                .match_indices([close, '\n'])
+                .map(|(f, _)| from + f)
+                .find(|&f| {
+                    bytes[f] == b'\n'
+                        || !text[f + close.len_utf8()..]
+                            .chars()
+                            .next()
+                            .is_some_and(char::is_alphanumeric)
+                })
+        };
+        let end = match found {
+            Some(f) if text[f..].starts_with(close) => f + close.len_utf8(),
+            Some(f) => {
+                line_ends_at[kind] = Some(f);
                 continue;
             }
             None => {
@@ -792,6 +809,18 @@ fn quoted_spans(text: &str) -> Vec<(usize, usize)> {
         at = end;
     }
     spans
+}
+
+/// Whether the single quote `c` at byte `open` can open a quotation: at the
+/// start of the text or after whitespace or an opening bracket, and followed
+/// by neither whitespace nor another quote.
+fn opens_single(text: &str, open: usize, c: char) -> bool {
+    let after_gap = text[..open]
+        .chars()
+        .next_back()
+        .is_none_or(|p| p.is_whitespace() || matches!(p, '(' | '[' | '{' | ':'));
+    let next = text[open + c.len_utf8()..].chars().next();
+    after_gap && next.is_some_and(|n| !n.is_whitespace() && n != c)
 }
 
 /// Whether the string opening at byte `open` (on the line starting at
