@@ -124,7 +124,7 @@ fn report(label: &str, ours: &Score, baseline: &Score) {
 }
 
 /// The late hold-out rounds (`*_holdout5.jsonl` to `*_holdout12.jsonl` and
-/// `*_holdout15.jsonl` to `*_holdout19.jsonl`; the eleventh is benign only,
+/// `*_holdout15.jsonl` to `*_holdout20.jsonl`; the eleventh is benign only,
 /// and the thirteenth and fourteenth, written against keyword filters, have
 /// tests of their own):
 /// tricky benign prompts and fresh attacks, each round written before any rule
@@ -147,6 +147,7 @@ fn detector_meets_the_goals_on_each_late_holdout_round() {
         "holdout17_",
         "holdout18_",
         "holdout19_",
+        "holdout20_",
     ] {
         let (ours, baseline) = measure_round(&all, round);
         assert!(
