@@ -19,6 +19,9 @@ use super::phrases::PhraseIndex;
 use super::rules::{RuleSet, compile_pattern};
 use crate::error::SecurityError;
 
+/// Families of weightless rules that mark how a text frames its quotations.
+pub(crate) const MARKER_FAMILIES: [&str; 2] = ["quote_act", "quote_about"];
+
 /// Most hits per raw pattern per scan; bounds work on adversarial input.
 const MAX_PATTERN_HITS: usize = 64;
 
@@ -32,6 +35,9 @@ pub(crate) struct CompiledRule {
     /// The elements' alternatives as ranges of `Compiled::check_alts`, fewest
     /// alternatives first: the quick test of whether every element has a hit.
     checks: Range<u32>,
+    /// A weightless marker of a quotation's frame (families `quote_act` and
+    /// `quote_about`), needed only when quotations are weighed.
+    pub(crate) marker: bool,
 }
 
 #[derive(Debug)]
@@ -205,6 +211,7 @@ impl Compiled {
                 weight: r.weight,
                 elements,
                 checks: first..pos(check_ends.len()),
+                marker: r.weight == 0.0 && MARKER_FAMILIES.contains(&r.family.as_str()),
             });
         }
         phrases.finish();
@@ -228,7 +235,9 @@ impl Compiled {
     }
 
     /// Scan `input` (one window) and return the rules that matched.
-    pub(crate) fn scan(&self, input: &str) -> Scan {
+    /// Scan `input`; marker rules (see `CompiledRule::marker`) are tried
+    /// only with `markers`.
+    pub(crate) fn scan(&self, input: &str, markers: bool) -> Scan {
         let normalized = normalize(input);
         let text = normalized.text.as_str();
         let mut flat: Vec<(u32, Hit)> = Vec::with_capacity(normalized.words.len());
@@ -275,6 +284,9 @@ impl Compiled {
         let mut matches = Vec::new();
         for index in self.candidates(&hits) {
             let rule = &self.rules[index as usize];
+            if rule.marker && !markers {
+                continue;
+            }
             // Most candidates have an element with no hit at all: skip them cheaply.
             if !self.possible(rule, &hits) {
                 continue;

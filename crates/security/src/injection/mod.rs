@@ -417,7 +417,7 @@ impl PromptInjectionDetector {
             return None;
         }
         let blanked = blank(window, &quotes);
-        let own = self.compiled.scan(&blanked).matches;
+        let own = self.compiled.scan(&blanked, true).matches;
         let family_in_own = |family: &str| own.iter().any(|m| &*rules[m.rule].family == family);
         let mut outside: Vec<usize> = own
             .iter()
@@ -448,7 +448,8 @@ impl PromptInjectionDetector {
     }
 
     fn scan_window(&self, window: &str, base: usize, depth: u8) -> (f32, Vec<RuleMatch>) {
-        let scan = self.compiled.scan(window);
+        // Markers of quotation frames are looked for in the second scan only.
+        let scan = self.compiled.scan(window, false);
         let mut score = 0.0f32;
         let mut matches = Vec::with_capacity(scan.matches.len());
         // Positive weights are capped per family, so many paraphrases of one idea
