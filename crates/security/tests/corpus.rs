@@ -65,10 +65,16 @@ impl Score {
 
 #[test]
 fn detector_beats_the_eight_substring_baseline_on_the_dev_corpus() {
-    // The thirteenth round measures a known weakness and has its own test.
+    // The thirteenth and fourteenth rounds measure known weaknesses and have
+    // tests of their own; the twenty-first is an unseen measurement, never
+    // tuned on, and is pinned with the other late rounds.
     let rows: Vec<Row> = load()
         .into_iter()
-        .filter(|r| !r.family.starts_with(THIRTEENTH) && !r.family.starts_with(FOURTEENTH))
+        .filter(|r| {
+            !r.family.starts_with(THIRTEENTH)
+                && !r.family.starts_with(FOURTEENTH)
+                && !r.family.starts_with(UNTUNED)
+        })
         .collect();
     let detector = default_detector();
     let (mut ours, mut baseline) = (Score::default(), Score::default());
@@ -124,7 +130,7 @@ fn report(label: &str, ours: &Score, baseline: &Score) {
 }
 
 /// The late hold-out rounds (`*_holdout5.jsonl` to `*_holdout12.jsonl` and
-/// `*_holdout15.jsonl` to `*_holdout20.jsonl`; the eleventh is benign only,
+/// `*_holdout15.jsonl` to `*_holdout21.jsonl`; the eleventh is benign only,
 /// and the thirteenth and fourteenth, written against keyword filters, have
 /// tests of their own):
 /// tricky benign prompts and fresh attacks, each round written before any rule
@@ -148,6 +154,7 @@ fn detector_meets_the_goals_on_each_late_holdout_round() {
         "holdout18_",
         "holdout19_",
         "holdout20_",
+        "holdout21_",
     ] {
         let (ours, baseline) = measure_round(&all, round);
         assert!(
@@ -187,6 +194,9 @@ fn detector_keeps_false_alarms_rare_next_to_jailbreak_vocabulary() {
     println!("holdout11_ detector: fpr {fpr:.3} ({} benign)", rows.len());
     assert!(fpr <= 0.01, "false-positive rate {fpr:.3}: {flagged:#?}");
 }
+
+/// Family prefix of the round kept as an unseen measurement (not tuned on).
+const UNTUNED: &str = "holdout21_";
 
 /// Family prefix of the thirteenth round.
 const THIRTEENTH: &str = "holdout13_";
