@@ -731,6 +731,14 @@ mod tests {
         }
     }
 
+    /// A scripted sink whose writes take 10 ms, so batches overlap.
+    fn slow_sink() -> Scripted {
+        Scripted {
+            write_time: Duration::from_millis(10),
+            ..Scripted::default()
+        }
+    }
+
     fn settings() -> Settings {
         Settings {
             queue_capacity: 100,
@@ -995,10 +1003,7 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn batches_overlap_up_to_the_in_flight_limit() {
-        let sink = Scripted {
-            write_time: Duration::from_millis(10),
-            ..Scripted::default()
-        };
+        let sink = slow_sink();
         let (shared, queue) = started(&sink, settings());
         // The first write learns the head (careful); then one event per ms.
         queue.submit(event()).await.unwrap();
@@ -1017,10 +1022,7 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn one_batch_in_flight_writes_batches_one_after_another() {
-        let sink = Scripted {
-            write_time: Duration::from_millis(10),
-            ..Scripted::default()
-        };
+        let sink = slow_sink();
         let settings = Settings {
             max_in_flight: 1,
             ..settings()
@@ -1039,10 +1041,7 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn batches_behind_one_that_failed_are_rewritten_the_careful_way_in_order() {
-        let sink = Scripted {
-            write_time: Duration::from_millis(10),
-            ..Scripted::default()
-        };
+        let sink = slow_sink();
         // The first careful write succeeds, the first pipelined batch fails.
         sink.script.lock().unwrap().extend([Ok(()), transient()]);
         let (shared, queue) = started(&sink, settings());
@@ -1063,10 +1062,7 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn flush_waits_for_batches_in_flight() {
-        let sink = Scripted {
-            write_time: Duration::from_millis(10),
-            ..Scripted::default()
-        };
+        let sink = slow_sink();
         let (shared, queue) = started(&sink, settings());
         queue.submit(event()).await.unwrap();
         let tasks = submit_staggered(&queue, 2);
@@ -1083,10 +1079,7 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn batches_that_lost_the_race_with_their_predecessor_are_sent_again() {
-        let sink = Scripted {
-            write_time: Duration::from_millis(10),
-            ..Scripted::default()
-        };
+        let sink = slow_sink();
         let (shared, queue) = started(&sink, settings());
         queue.submit(event()).await.unwrap();
         // The next batch looks for its predecessor too early, once.
@@ -1120,10 +1113,7 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn a_refused_batch_behind_a_lost_race_sends_everything_the_careful_way() {
-        let sink = Scripted {
-            write_time: Duration::from_millis(10),
-            ..Scripted::default()
-        };
+        let sink = slow_sink();
         let queue = Arc::new(GroupCommit::start(sink.clone(), settings(), Arc::default()));
         queue.submit(event()).await.unwrap();
         // The first batch loses the race, the second is refused: resending

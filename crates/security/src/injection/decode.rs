@@ -251,10 +251,6 @@ fn unshift(text: &str, shift: u8) -> String {
         .collect()
 }
 
-fn is_common(word: &str) -> bool {
-    COMMON_WORDS.iter().any(|c| word.eq_ignore_ascii_case(c))
-}
-
 /// Whether ASCII-letter `word` shifted back by `shift` is a common word.
 fn is_common_shifted(word: &str, shift: u8) -> bool {
     COMMON_WORDS.iter().any(|c| {
@@ -282,7 +278,7 @@ pub(crate) fn caesar_blob(input: &str, max_len: usize) -> Option<Blob> {
     // The first distinct words suffice to find the shift and bound the work.
     let mut strange: Vec<String> = input
         .split(|c: char| !c.is_ascii_alphabetic())
-        .filter(|w| !w.is_empty() && w.len() <= 16 && !is_common(w))
+        .filter(|w| !w.is_empty() && w.len() <= 16 && !is_common_shifted(w, 0))
         .take(MAX_CAESAR_WORDS)
         .map(str::to_ascii_lowercase)
         .collect();

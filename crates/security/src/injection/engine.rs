@@ -20,7 +20,7 @@ use super::rules::{RuleSet, compile_pattern};
 use crate::error::SecurityError;
 
 /// Families of weightless rules that mark how a text frames its quotations.
-pub(crate) const MARKER_FAMILIES: [&str; 2] = ["quote_act", "quote_about"];
+const MARKER_FAMILIES: [&str; 2] = [super::QUOTE_ACT_FAMILY, super::QUOTE_ABOUT_FAMILY];
 
 /// Most hits per raw pattern per scan; bounds work on adversarial input.
 const MAX_PATTERN_HITS: usize = 64;

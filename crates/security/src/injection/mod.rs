@@ -461,7 +461,7 @@ impl PromptInjectionDetector {
         let discount = self.quote_discount(window, &scan.matches);
         for m in &scan.matches {
             let rule = &self.compiled.rules[m.rule];
-            if &*rule.family == QUOTE_ACT_FAMILY || &*rule.family == QUOTE_ABOUT_FAMILY {
+            if rule.marker {
                 // A marker: it weighs nothing and is not reported.
                 continue;
             }
