@@ -11,7 +11,9 @@ use std::collections::HashMap;
 use std::ops::Range;
 use std::sync::Arc;
 
-use aho_corasick::AhoCorasick;
+use aho_corasick::automaton::Automaton;
+use aho_corasick::dfa::DFA;
+use aho_corasick::{Anchored, MatchKind, StartKind};
 use regex::bytes::Regex;
 
 use super::normalize::{Normalized, normalize};
@@ -44,7 +46,7 @@ pub(crate) struct CompiledRule {
 pub(crate) struct Compiled {
     phrases: PhraseIndex,
     /// Gate substrings of all patterns (ASCII case-insensitive).
-    gates: Option<AhoCorasick>,
+    gates: Option<Gates>,
     /// For each gate: the patterns (indexes into `regexes`) it opens.
     gate_targets: Vec<Vec<usize>>,
     /// (concept, regex, always run)
@@ -83,6 +85,77 @@ pub(crate) struct Scan {
     pub(crate) matches: Vec<RawMatch>,
 }
 
+/// The lexicon phrases of a rule set as they are added, with an estimate of
+/// how often each concept occurs in ordinary text.
+#[derive(Default)]
+struct Phrases {
+    index: PhraseIndex,
+    /// Per concept: estimated hits per scan of ordinary text (see
+    /// [`phrase_frequency`]); what the choice of a rule's anchor minimises.
+    frequency: Vec<f32>,
+}
+
+impl Phrases {
+    /// Add `phrase` (a trailing `*` makes its last word a prefix) to `concept`,
+    /// with its ROT13 twin when it is plain ASCII words.
+    fn add(&mut self, phrase: &str, concept: u32) {
+        let (body, prefix) = match phrase.strip_suffix('*') {
+            Some(b) => (b, true),
+            None => (phrase, false),
+        };
+        let text = normalize(body).text;
+        if text.is_empty() {
+            return;
+        }
+        let slot = concept as usize;
+        if self.frequency.len() <= slot {
+            self.frequency.resize(slot + 1, 0.0);
+        }
+        self.frequency[slot] += phrase_frequency(&text, prefix);
+        let letters = text.chars().filter(char::is_ascii_lowercase).count();
+        let twin = (letters >= 4 && text.chars().all(|c| c.is_ascii_lowercase() || c == ' '))
+            .then(|| rot13(&text));
+        self.index.add(&text, prefix, concept);
+        if let Some(twin) = twin {
+            self.index.add(&twin, prefix, concept);
+        }
+    }
+}
+
+/// Estimated frequency of a concept fed by a pattern (gated, so rarely run).
+const PATTERN_FREQUENCY: f32 = 0.05;
+
+/// Words so frequent in prompts that a phrase made only of them occurs in
+/// most texts: rule elements of them make poor anchors.
+const FREQUENT_WORDS: &[&str] = &[
+    "a", "about", "after", "all", "also", "an", "and", "any", "are", "as", "at", "be", "been",
+    "before", "but", "by", "can", "could", "did", "do", "does", "each", "every", "first", "for",
+    "from", "get", "give", "had", "has", "have", "he", "her", "here", "his", "how", "i", "if",
+    "in", "into", "is", "it", "its", "just", "last", "let", "like", "make", "me", "more", "my",
+    "new", "next", "no", "not", "now", "of", "on", "one", "only", "or", "other", "our", "out",
+    "over", "please", "s", "say", "see", "she", "should", "so", "some", "t", "tell", "than",
+    "that", "the", "their", "them", "then", "there", "these", "they", "this", "those", "through",
+    "to", "up", "us", "use", "was", "we", "were", "what", "when", "where", "which", "who", "why",
+    "will", "with", "would", "write", "you", "your",
+];
+
+/// Estimated occurrences per scan of the normalised phrase `text` (a prefix
+/// phrase when `prefix`): high for a frequent word alone, low for a rare word,
+/// lower still for several words.
+fn phrase_frequency(text: &str, prefix: bool) -> f32 {
+    let words: Vec<&str> = text.split(' ').filter(|w| !w.is_empty()).collect();
+    let frequent = |w: &str| FREQUENT_WORDS.binary_search(&w).is_ok();
+    let estimate = match words.as_slice() {
+        [] => 0.0,
+        [w] if frequent(w) => 1.0,
+        [w] if w.len() <= 3 => 0.1,
+        [_] => 0.02,
+        many if many.iter().all(|w| frequent(w)) => 0.2,
+        _ => 0.005,
+    };
+    if prefix { estimate * 3.0 } else { estimate }
+}
+
 fn rot13(s: &str) -> String {
     s.chars()
         .map(|c| match c {
@@ -101,30 +174,11 @@ impl Compiled {
             let next = u32::try_from(ids.len()).unwrap_or(u32::MAX);
             *ids.entry(name.to_owned()).or_insert(next)
         };
-        let mut phrases = PhraseIndex::default();
-        let mut add_phrase = |phrase: &str, concept: u32| {
-            let (body, prefix) = match phrase.strip_suffix('*') {
-                Some(b) => (b, true),
-                None => (phrase, false),
-            };
-            let text = normalize(body).text;
-            if text.is_empty() {
-                return;
-            }
-            let mut variants = vec![text.clone()];
-            let letters = text.chars().filter(char::is_ascii_lowercase).count();
-            if letters >= 4 && text.chars().all(|c| c.is_ascii_lowercase() || c == ' ') {
-                variants.push(rot13(&text));
-            }
-            for v in variants {
-                phrases.add(&v, prefix, concept);
-            }
-        };
-
+        let mut phrases = Phrases::default();
         for lex in &set.lexicons {
             let id = id_of(&lex.name, &mut concept_ids);
             for entry in &lex.entries {
-                add_phrase(entry, id);
+                phrases.add(entry, id);
             }
         }
         let mut regexes = Vec::new();
@@ -160,18 +214,7 @@ impl Compiled {
         let gates = if gate_patterns.is_empty() {
             None
         } else {
-            Some(
-                AhoCorasick::builder()
-                    .ascii_case_insensitive(true)
-                    // A full DFA: one table lookup per byte on the overlapping
-                    // walk over every input byte (the gates are few and short).
-                    .kind(Some(aho_corasick::AhoCorasickKind::DFA))
-                    .build(&gate_patterns)
-                    .map_err(|e| SecurityError::Rules {
-                        line: 0,
-                        reason: format!("pattern gates: {e}"),
-                    })?,
-            )
+            Some(Gates::new(&gate_patterns)?)
         };
         let mut rules = Vec::new();
         let mut check_alts: Vec<u32> = Vec::new();
@@ -189,7 +232,7 @@ impl Compiled {
                             let fresh = !concept_ids.contains_key(&key);
                             let id = id_of(&key, &mut concept_ids);
                             if fresh {
-                                add_phrase(alt, id);
+                                phrases.add(alt, id);
                             }
                             id
                         }
@@ -198,10 +241,27 @@ impl Compiled {
                 }
                 elements.push((alts, e.max_gap));
             }
-            let mut by_size: Vec<&Vec<u32>> = elements.iter().map(|(alts, _)| alts).collect();
-            by_size.sort_by_key(|alts| alts.len());
+            // Rarest element first: it anchors the rule (see `anchors`), and
+            // `possible` tests the others in that order, so a rule that cannot
+            // match is usually rejected at its first test.
+            let element_frequency = |alts: &[u32]| -> f32 {
+                alts.iter()
+                    .map(|&c| {
+                        phrases
+                            .frequency
+                            .get(c as usize)
+                            .copied()
+                            .unwrap_or(PATTERN_FREQUENCY)
+                    })
+                    .sum()
+            };
+            let mut by_rarity: Vec<(f32, &Vec<u32>)> = elements
+                .iter()
+                .map(|(alts, _)| (element_frequency(alts), alts))
+                .collect();
+            by_rarity.sort_by(|a, b| a.0.total_cmp(&b.0).then(a.1.len().cmp(&b.1.len())));
             let first = pos(check_ends.len());
-            for alts in by_size {
+            for (_, alts) in by_rarity {
                 check_alts.extend_from_slice(alts);
                 check_ends.push(pos(check_alts.len()));
             }
@@ -214,6 +274,7 @@ impl Compiled {
                 marker: r.weight == 0.0 && MARKER_FAMILIES.contains(&r.family.as_str()),
             });
         }
+        let mut phrases = phrases.index;
         phrases.finish();
         let (anchor_rules, anchor_ends, unanchored) =
             anchors(&rules, &check_alts, &check_ends, concept_ids.len());
@@ -252,9 +313,11 @@ impl Compiled {
                 .collect();
             if let Some(gates) = &self.gates {
                 let mut lines = LineIndex::default();
-                for m in gates.find_overlapping_iter(input) {
-                    for &p in &self.gate_targets[m.pattern().as_usize()] {
-                        runs[p].open(self.line_local[p], input, &mut lines, m.start());
+                for lane in gates.find_all(input.as_bytes()) {
+                    for (gate, start) in lane {
+                        for &p in &self.gate_targets[gate as usize] {
+                            runs[p].open(self.line_local[p], input, &mut lines, start);
+                        }
                     }
                 }
             }
@@ -303,6 +366,139 @@ impl Compiled {
         Scan {
             normalized,
             matches,
+        }
+    }
+}
+
+/// The gate substrings of all patterns as one Aho-Corasick DFA (ASCII
+/// case-insensitive, every occurrence reported, overlapping ones too).
+#[derive(Debug)]
+struct Gates {
+    dfa: DFA,
+}
+
+/// Independent walks interleaved by [`Gates::find_all`]: each step of a DFA
+/// walk waits on the table load of the step before, so walks over separate
+/// parts of the input overlap their loads.
+const GATE_LANES: usize = 4;
+
+/// Shortest input split into lanes; shorter ones are walked whole.
+const GATE_LANE_MIN_INPUT: usize = 256;
+
+/// One DFA walk of [`Gates::find_all`]: it reads `input[from..to]` and reports
+/// the occurrences ending after `report_after`.
+struct Lane {
+    from: usize,
+    to: usize,
+    report_after: usize,
+    state: aho_corasick::automaton::StateID,
+    found: Vec<(u32, usize)>,
+}
+
+impl Gates {
+    fn new(gates: &[String]) -> Result<Self, SecurityError> {
+        let dfa = DFA::builder()
+            .ascii_case_insensitive(true)
+            .match_kind(MatchKind::Standard)
+            .start_kind(StartKind::Unanchored)
+            .prefilter(false)
+            .build(gates)
+            .map_err(|e| SecurityError::Rules {
+                line: 0,
+                reason: format!("pattern gates: {e}"),
+            })?;
+        Ok(Self { dfa })
+    }
+
+    /// Every occurrence of every gate in `input` as (gate, start), in lanes
+    /// whose concatenation is in order of the occurrences' ends (occurrences
+    /// ending together in the DFA's order): what an overlapping search
+    /// yields, found by up to [`GATE_LANES`] interleaved walks.
+    fn find_all(&self, input: &[u8]) -> Vec<Vec<(u32, usize)>> {
+        let Ok(start) = self.dfa.start_state(Anchored::No) else {
+            return Vec::new();
+        };
+        let lanes = if input.len() < GATE_LANE_MIN_INPUT {
+            1
+        } else {
+            GATE_LANES
+        };
+        let chunk = input.len().div_ceil(lanes);
+        // A lane starts early enough to see whole any gate ending in its part.
+        let warm_up = self.dfa.max_pattern_len().saturating_sub(1);
+        let mut lanes: Vec<Lane> = (0..lanes)
+            .map(|k| {
+                let report_after = k * chunk;
+                Lane {
+                    from: report_after.saturating_sub(warm_up),
+                    to: ((k + 1) * chunk).min(input.len()),
+                    report_after,
+                    state: start,
+                    found: Vec::new(),
+                }
+            })
+            .collect();
+        // Interleaved while every lane has bytes left, then each lane alone.
+        let common = lanes
+            .iter()
+            .map(|l| l.to.saturating_sub(l.from))
+            .min()
+            .unwrap_or(0);
+        let mut interleaved = 0;
+        if let [a, b, c, d] = lanes.as_mut_slice() {
+            let part = |lane: &Lane| input.get(lane.from..lane.from + common).unwrap_or(&[]);
+            let (pa, pb, pc, pd) = (part(a), part(b), part(c), part(d));
+            if [pa, pb, pc, pd].iter().all(|p| p.len() == common) {
+                // The states stay in registers; a lane is touched only at a match.
+                let mut states = [start; GATE_LANES];
+                let columns = pa.iter().zip(pb).zip(pc).zip(pd);
+                for (i, (((&ba, &bb), &bc), &bd)) in columns.enumerate() {
+                    for (k, (state, byte)) in states.iter_mut().zip([ba, bb, bc, bd]).enumerate() {
+                        *state = self.dfa.next_state(Anchored::No, *state, byte);
+                        if self.dfa.is_match(*state) {
+                            let lane = match k {
+                                0 => &mut *a,
+                                1 => &mut *b,
+                                2 => &mut *c,
+                                _ => &mut *d,
+                            };
+                            let at = lane.from + i;
+                            self.record(lane, *state, at);
+                        }
+                    }
+                }
+                for (lane, state) in [&mut *a, &mut *b, &mut *c, &mut *d].into_iter().zip(states) {
+                    lane.state = state;
+                }
+                interleaved = common;
+            }
+        }
+        for lane in &mut lanes {
+            let mut state = lane.state;
+            for at in lane.from + interleaved..lane.to {
+                let Some(&byte) = input.get(at) else {
+                    break;
+                };
+                state = self.dfa.next_state(Anchored::No, state, byte);
+                if self.dfa.is_match(state) {
+                    self.record(lane, state, at);
+                }
+            }
+        }
+        lanes.into_iter().map(|l| l.found).collect()
+    }
+
+    /// Record in `lane` the gates of match `state`, reached on byte `at`, if
+    /// they end in the lane's part of the input.
+    #[cold]
+    fn record(&self, lane: &mut Lane, state: aho_corasick::automaton::StateID, at: usize) {
+        if at < lane.report_after {
+            return;
+        }
+        for i in 0..self.dfa.match_len(state) {
+            let gate = self.dfa.match_pattern(state, i);
+            let start = (at + 1).saturating_sub(self.dfa.pattern_len(gate));
+            lane.found.push((gate.as_u32(), start));
         }
     }
 }
@@ -486,13 +682,17 @@ impl Compiled {
         })
     }
 
-    /// Whether every element of `rule` has a hit of one of its concepts.
+    /// Whether every element of `rule` has a hit of one of its concepts, for a
+    /// candidate (whose anchor, the first element tested, has one).
     fn possible(&self, rule: &CompiledRule, hits: &Hits) -> bool {
-        let mut from = match rule.checks.start.checked_sub(1) {
-            Some(prev) => self.check_ends[prev as usize],
-            None => 0,
+        let Some(second) = rule.checks.start.checked_add(1) else {
+            return false;
         };
-        for &end in &self.check_ends[rule.checks.start as usize..rule.checks.end as usize] {
+        if second >= rule.checks.end {
+            return true;
+        }
+        let mut from = self.check_ends[rule.checks.start as usize];
+        for &end in &self.check_ends[second as usize..rule.checks.end as usize] {
             let alts = &self.check_alts[from as usize..end as usize];
             if !alts.iter().any(|&c| hits.has(c)) {
                 return false;
@@ -720,7 +920,75 @@ impl Compiled {
 
 #[cfg(test)]
 mod tests {
-    use super::{LineIndex, is_line_anchored};
+    use super::{FREQUENT_WORDS, Gates, LineIndex, is_line_anchored, phrase_frequency};
+    use aho_corasick::AhoCorasick;
+    use proptest::prelude::*;
+
+    const GATES: [&str; 12] = [
+        "a",
+        "ab",
+        "bab",
+        "ai:",
+        "assistant:",
+        "<|",
+        "#",
+        "##",
+        "system",
+        "Sys",
+        "http",
+        "xyz",
+    ];
+
+    /// What an overlapping Aho-Corasick search reports: (gate, start) in order.
+    fn reference(input: &str) -> Vec<(u32, usize)> {
+        let ac = AhoCorasick::builder()
+            .ascii_case_insensitive(true)
+            .build(GATES)
+            .unwrap();
+        ac.find_overlapping_iter(input)
+            .map(|m| (m.pattern().as_u32(), m.start()))
+            .collect()
+    }
+
+    fn interleaved(input: &str) -> Vec<(u32, usize)> {
+        let gates: Vec<String> = GATES.iter().map(|g| (*g).to_owned()).collect();
+        let gates = Gates::new(&gates).unwrap();
+        gates
+            .find_all(input.as_bytes())
+            .into_iter()
+            .flatten()
+            .collect()
+    }
+
+    proptest! {
+        #[test]
+        fn interleaved_gate_walks_find_what_one_overlapping_search_finds(
+            input in "([abs:<|#xyz]|ai:|assistant:|SYSTEM|http| |é){0,700}"
+        ) {
+            prop_assert_eq!(interleaved(&input), reference(&input));
+        }
+    }
+
+    #[test]
+    fn gates_across_lane_boundaries_are_found_once() {
+        // Gates straddling every possible split point of a long input.
+        for len in [255, 256, 257, 300, 1023, 1024, 1025, 4099] {
+            let input: String = "assistant:##bab<|".chars().cycle().take(len).collect();
+            assert_eq!(interleaved(&input), reference(&input), "length {len}");
+        }
+        assert!(interleaved("").is_empty());
+    }
+
+    #[test]
+    fn frequent_words_are_sorted_and_anchor_costs_rank_phrases() {
+        assert!(FREQUENT_WORDS.windows(2).all(|w| w[0] < w[1]));
+        let the = phrase_frequency("the", false);
+        let rare = phrase_frequency("phishing", false);
+        let phrase = phrase_frequency("phishing email", false);
+        assert!(the > rare && rare > phrase, "{the} {rare} {phrase}");
+        assert!(phrase_frequency("ignor", true) > phrase_frequency("ignor", false));
+        assert!(phrase_frequency("of the", false) > phrase);
+    }
 
     #[test]
     fn line_index_finds_the_line_around_a_byte() {
