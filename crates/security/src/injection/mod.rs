@@ -658,11 +658,12 @@ const MIN_FRAME_WORDS: usize = 4;
 fn speaks_of_a_shift(words: &str) -> bool {
     // Most texts hold none of these letters in a row: a vectorised search
     // settles them before any word is looked at.
+    static CUES: std::sync::LazyLock<[memchr::memmem::Finder<'static>; 3]> =
+        std::sync::LazyLock::new(|| {
+            [b"caesar".as_slice(), b"cipher", b"shift"].map(memchr::memmem::Finder::new)
+        });
     let bytes = words.as_bytes();
-    if memchr::memmem::find(bytes, b"caesar").is_none()
-        && memchr::memmem::find(bytes, b"cipher").is_none()
-        && memchr::memmem::find(bytes, b"shift").is_none()
-    {
+    if CUES.iter().all(|cue| cue.find(bytes).is_none()) {
         return false;
     }
     let mut tokens = words.split(' ').peekable();

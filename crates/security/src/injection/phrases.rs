@@ -22,8 +22,11 @@ const NONE: u32 = u32::MAX;
 struct Node {
     /// Concepts of the phrases that end at this node.
     concepts: Range<u32>,
-    /// Next word (dictionary id) → child node, sorted by word id.
+    /// Next word (dictionary id) → child node, sorted by word id; empty once
+    /// [`PhraseIndex::finish`] moved a long list into `PhraseIndex::wide`.
     children: Vec<(u32, u32)>,
+    /// Whether the children are in `PhraseIndex::wide`.
+    wide: bool,
     /// Phrases that end with a prefix word after this node.
     prefixes: Vec<Prefix>,
 }
@@ -101,6 +104,15 @@ fn filter_bit(head: u64, len: usize) -> usize {
     (key.wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 48) as usize
 }
 
+/// Most children of a trie node searched in its own sorted list; nodes with
+/// more (words like "the" start hundreds of phrases) use the shared map.
+const MAX_LISTED_CHILDREN: usize = 12;
+
+/// The key of a child of `node` by word `id` in `PhraseIndex::wide`.
+fn wide_key(node: u32, id: u32) -> u64 {
+    (u64::from(node) << 32) | u64::from(id)
+}
+
 /// The compiled phrase dictionary.
 #[derive(Debug, Default)]
 pub(crate) struct PhraseIndex {
@@ -114,6 +126,9 @@ pub(crate) struct PhraseIndex {
     filter: Vec<u64>,
     /// Word id → the trie node of phrases starting with that word, or `NONE`.
     roots: Vec<u32>,
+    /// The children of nodes with many of them, by (node, word id) (see
+    /// [`wide_key`]): one probe instead of a binary search as long as the list.
+    wide: FxHashMap<u64, u32>,
     nodes: Vec<Node>,
     /// Concept lists referenced by nodes and prefixes.
     concept_pool: Vec<u32>,
@@ -223,11 +238,21 @@ impl PhraseIndex {
         start..u32::try_from(pool.len()).unwrap_or(NONE)
     }
 
-    /// Finish building: pool the concept lists.
+    /// Finish building: pool the concept lists, move long child lists to the
+    /// shared map.
     pub(crate) fn finish(&mut self) {
         let pending = std::mem::take(&mut self.pending);
         for (node, concepts) in pending.iter().enumerate() {
             self.nodes[node].concepts = Self::pool(&mut self.concept_pool, concepts);
+        }
+        for (index, node) in self.nodes.iter_mut().enumerate() {
+            if node.children.len() > MAX_LISTED_CHILDREN {
+                let index = u32::try_from(index).unwrap_or(NONE);
+                for (id, child) in std::mem::take(&mut node.children) {
+                    self.wide.insert(wide_key(index, id), child);
+                }
+                node.wide = true;
+            }
         }
         self.root_prefixes = (0..256).map(|_| Vec::new()).collect();
         self.root_second = vec![[0; 4]; 256];
@@ -327,6 +352,11 @@ impl PhraseIndex {
                 let next_id = ids[j + 1];
                 node = if next_id == NONE {
                     NONE
+                } else if n.wide {
+                    self.wide
+                        .get(&wide_key(node, next_id))
+                        .copied()
+                        .unwrap_or(NONE)
                 } else {
                     n.children
                         .binary_search_by_key(&next_id, |c| c.0)
