@@ -10,7 +10,9 @@
 //! not valid UTF-8 is read lossily. Diagnostics go to stderr.
 //!
 //! With `--explain`, each output line is instead the JSON of the full
-//! `Detection` (score, verdict, matched rules with byte spans).
+//! `Detection` (score, verdict, matched rules with byte spans); with
+//! `--normalized`, the JSON string of the input's normalised word view (what
+//! the rules and the lexical model read; `tools/train_lexical.py` trains on it).
 //!
 //! ```text
 //! cargo run --release -p agent-patterns-security --example detect < prompts.jsonl
@@ -19,6 +21,7 @@
 use std::io::{self, BufRead, BufWriter, Write};
 
 use agent_patterns_security::PromptInjectionDetector;
+use agent_patterns_security::injection::normalize;
 
 fn text_of(line: &str) -> String {
     match serde_json::from_str::<serde_json::Value>(line) {
@@ -41,6 +44,7 @@ fn main() -> io::Result<()> {
         }
     };
     let explain = std::env::args().skip(1).any(|a| a == "--explain");
+    let normalized = std::env::args().skip(1).any(|a| a == "--normalized");
     let stdin = io::stdin();
     let mut input = stdin.lock();
     let stdout = io::stdout();
@@ -53,7 +57,14 @@ fn main() -> io::Result<()> {
         }
         let line = String::from_utf8_lossy(&buf);
         let line = line.trim_end_matches(['\n', '\r']);
-        let detection = detector.detect(&text_of(line));
+        let text = text_of(line);
+        if normalized {
+            let json = serde_json::to_string(&normalize(&text).text)
+                .unwrap_or_else(|e| format!("{{\"error\":\"{e}\"}}"));
+            writeln!(out, "{json}")?;
+            continue;
+        }
+        let detection = detector.detect(&text);
         if explain {
             let json = serde_json::to_string(&detection)
                 .unwrap_or_else(|e| format!("{{\"error\":\"{e}\"}}"));

@@ -11,9 +11,11 @@
 //!   [`SessionAnomalyDetector`] turn authentication failures, limiter rejections
 //!   and session changes into incidents (and a block list).
 //! * [`detect`] / [`detect_prompt_injection`] score text for prompt injection
-//!   with normalisation, weighted multilingual phrase rules and decoding of
-//!   embedded payloads; [`PromptInjectionDetector`] makes the rules, threshold
-//!   and an optional [`Classifier`] configurable.
+//!   with normalisation, weighted multilingual phrase rules, decoding of
+//!   embedded payloads and a built-in lexical model ([`LexicalModel`]: a
+//!   linear model over words and word pairs, for attacks worded afresh);
+//!   [`PromptInjectionDetector`] makes the rules, the model, the threshold and
+//!   an optional [`Classifier`] configurable.
 //!
 //! # Example
 //!
@@ -68,8 +70,9 @@ pub use auth::{AuthVerdict, BruteForceConfig, BruteForceDetector};
 pub use error::SecurityError;
 pub use incident::{IncidentId, IncidentStatus, IncidentType, SecurityIncident, ThreatLevel};
 pub use injection::{
-    Classifier, Detection, DetectorConfig, Encoding, PromptInjectionDetector, RuleMatch, RuleSet,
-    Verdict, default_detector, detect, detect_prompt_injection, naive_contains_injection,
+    Classifier, Detection, DetectorConfig, Encoding, LexicalModel, PromptInjectionDetector,
+    RuleMatch, RuleSet, Verdict, default_detector, detect, detect_prompt_injection,
+    naive_contains_injection,
 };
 pub use monitor::{
     IncidentFilter, MonitorConfig, Reported, SECURITY_INCIDENTS_EVICTED_TOTAL,

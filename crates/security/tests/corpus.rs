@@ -66,14 +66,14 @@ impl Score {
 #[test]
 fn detector_beats_the_eight_substring_baseline_on_the_dev_corpus() {
     // The thirteenth and fourteenth rounds measure known weaknesses and have
-    // tests of their own; the twenty-first is an unseen measurement, never
-    // tuned on, and is pinned with the other late rounds.
+    // tests of their own; the twenty-first and twenty-second are unseen
+    // measurements, never tuned or trained on, pinned with the late rounds.
     let rows: Vec<Row> = load()
         .into_iter()
         .filter(|r| {
             !r.family.starts_with(THIRTEENTH)
                 && !r.family.starts_with(FOURTEENTH)
-                && !r.family.starts_with(UNTUNED)
+                && !UNTUNED.iter().any(|u| r.family.starts_with(u))
         })
         .collect();
     let detector = default_detector();
@@ -96,8 +96,10 @@ fn detector_beats_the_eight_substring_baseline_on_the_dev_corpus() {
     report("", &ours, &baseline);
     assert!(ours.pos >= 300 && ours.neg >= ours.pos, "corpus too small");
     // The corpus holds every tuned round, the hardest (the seventeenth, on
-    // the families phrase rules find hardest, 0.76 after tuning) included.
-    assert!(ours.recall() >= 0.88, "recall {:.3}", ours.recall());
+    // the families phrase rules find hardest, 0.76 after tuning) included,
+    // and the lexical model was trained on it: 0.882 with the rules alone,
+    // 0.951 with the model, false positives 0.6 % either way.
+    assert!(ours.recall() >= 0.93, "recall {:.3}", ours.recall());
     assert!(ours.fpr() <= 0.02, "false-positive rate {:.3}", ours.fpr());
     assert!(ours.recall() > baseline.recall() + 0.5);
     assert!(ours.fpr() < baseline.fpr());
@@ -130,7 +132,7 @@ fn report(label: &str, ours: &Score, baseline: &Score) {
 }
 
 /// The late hold-out rounds (`*_holdout5.jsonl` to `*_holdout12.jsonl` and
-/// `*_holdout15.jsonl` to `*_holdout21.jsonl`; the eleventh is benign only,
+/// `*_holdout15.jsonl` to `*_holdout22.jsonl`; the eleventh is benign only,
 /// and the thirteenth and fourteenth, written against keyword filters, have
 /// tests of their own):
 /// tricky benign prompts and fresh attacks, each round written before any rule
@@ -155,6 +157,7 @@ fn detector_meets_the_goals_on_each_late_holdout_round() {
         "holdout19_",
         "holdout20_",
         "holdout21_",
+        "holdout22_",
     ] {
         let (ours, baseline) = measure_round(&all, round);
         assert!(
@@ -195,8 +198,9 @@ fn detector_keeps_false_alarms_rare_next_to_jailbreak_vocabulary() {
     assert!(fpr <= 0.01, "false-positive rate {fpr:.3}: {flagged:#?}");
 }
 
-/// Family prefix of the round kept as an unseen measurement (not tuned on).
-const UNTUNED: &str = "holdout21_";
+/// Family prefixes of the rounds kept as unseen measurements: no rule was
+/// tuned on them and the lexical model was not trained on them.
+const UNTUNED: [&str; 2] = ["holdout21_", "holdout22_"];
 
 /// Family prefix of the thirteenth round.
 const THIRTEENTH: &str = "holdout13_";
@@ -207,14 +211,15 @@ const THIRTEENTH: &str = "holdout13_";
 /// while discussing them (slides, bug reports, tweets to fact-check,
 /// transcripts, translations of notices). Measured before tuning at recall
 /// 0.500 and a false-positive rate of 14.2 % (baseline 0.025 and 2.25 %);
-/// 0.619 and 7.5 % once quotations asked about counted at a discount. These
-/// bounds keep it from getting worse; a classifier (see `Classifier`) is the
-/// way past them.
+/// 0.619 and 7.5 % once quotations asked about counted at a discount; 0.650
+/// and 7.75 % with the rules of the twenty-first round, 0.838 and 7.75 % with
+/// the lexical model (trained on this round too). These bounds keep it from
+/// getting worse.
 #[test]
 fn the_thirteenth_round_does_not_get_worse() {
     let (ours, baseline) = measure_round(&load(), THIRTEENTH);
     assert!(ours.pos == 160 && ours.neg == 400, "round incomplete");
-    assert!(ours.recall() >= 0.6, "recall {:.3}", ours.recall());
+    assert!(ours.recall() >= 0.8, "recall {:.3}", ours.recall());
     assert!(ours.fpr() <= 0.085, "false-positive rate {:.3}", ours.fpr());
     assert!(ours.recall() > baseline.recall() + 0.4);
 }
@@ -230,14 +235,15 @@ const FOURTEENTH: &str = "holdout14_";
 /// before quote-aware scoring, 40.5 % with it (baseline 0.03 and 10.5 %).
 /// Then tuned on: hits that all sit inside quotation marks framed by the
 /// asker's own words, with nothing outside asking to act on them, count at
-/// 0.4 — 14.5 % false positives at recall 0.73. Quoting an attack in order to
-/// ask about it is where phrase rules are weakest; these bounds keep it from
-/// getting worse.
+/// 0.4 — 14.5 % false positives at recall 0.73; 15 % at 0.74 with the rules
+/// of the twenty-first round, 15 % at 0.89 with the lexical model (trained on
+/// this round too). Quoting an attack in order to ask about it is where phrase
+/// rules are weakest; these bounds keep it from getting worse.
 #[test]
 fn the_fourteenth_round_does_not_get_worse() {
     let (ours, baseline) = measure_round(&load(), FOURTEENTH);
     assert!(ours.pos == 100 && ours.neg == 200, "round incomplete");
-    assert!(ours.recall() >= 0.7, "recall {:.3}", ours.recall());
+    assert!(ours.recall() >= 0.85, "recall {:.3}", ours.recall());
     assert!(ours.fpr() <= 0.16, "false-positive rate {:.3}", ours.fpr());
     assert!(ours.recall() > baseline.recall() + 0.5);
 }

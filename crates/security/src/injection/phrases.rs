@@ -79,7 +79,7 @@ impl Prefix {
 
 /// The first eight bytes of the word at `bytes[s..e]`, zero padded: one
 /// unaligned load masked to the word where the text extends far enough.
-fn head_at(bytes: &[u8], s: usize, e: usize) -> u64 {
+pub(crate) fn head_at(bytes: &[u8], s: usize, e: usize) -> u64 {
     let len = (e - s).min(8);
     let mut buf = [0u8; 8];
     match bytes.get(s..s + 8) {
