@@ -40,6 +40,11 @@ fn bench(c: &mut Criterion) {
         let mut group = c.benchmark_group(format!("detect_{name}"));
         group.throughput(Throughput::Bytes(text.len() as u64));
         group.bench_function("detect", |b| b.iter(|| detector.detect(black_box(&text))));
+        // The phrase rules alone, without the lexical model: what the model costs.
+        let rules_only = detector.clone().without_lexical_model();
+        group.bench_function("rules_only", |b| {
+            b.iter(|| rules_only.detect(black_box(&text)))
+        });
         group.bench_function("eight_substring_baseline", |b| {
             b.iter(|| naive_contains_injection(black_box(&text)))
         });

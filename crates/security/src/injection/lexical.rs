@@ -43,24 +43,33 @@ pub struct LexicalModel {
     bias: f32,
     /// How many entries (words and pairs) the model has.
     entries: u32,
-    /// N-gram keys ([`unigram`], [`bigram`]) → weight, by the keys' top
-    /// bits: a power of two of buckets, one per four entries. An entry's
-    /// index (for counting it once) is its bucket × [`SLOTS`] + its slot.
-    buckets: Vec<Bucket>,
-    /// `64 − log2(buckets)`: a key's bucket is `key >> shift`.
-    shift: u32,
-    /// Entries whose bucket was full (rare) → (weight, index past the
-    /// buckets' slots), and one bit per such bucket.
+    /// Per group of keys ([`LexicalModel::group_of`]): the displacement that
+    /// puts each of the group's keys in a slot of its own
+    /// ([`LexicalModel::slot_of`]), or [`UNPLACED`]. A perfect hash: a
+    /// lookup reads one displacement and one slot, and has no branch.
+    displacements: Vec<u16>,
+    /// The weight table; an entry's index (for counting it once) is its slot.
+    slots: Vec<Slot>,
+    /// `64 − log2(slots)`.
+    slot_shift: u32,
+    /// Entries of groups no displacement could place (none in practice) →
+    /// (weight, index past the slots).
     overflow: KeyMap<(f32, u32)>,
-    overflowed: Vec<u64>,
-    /// The index of no entry (weight 0): one past every entry's index.
+    /// The index of no entry: one past every entry's index.
     none: u32,
 }
 
+/// Buffers of [`LexicalModel::logit`], kept between calls on a thread.
+#[derive(Default)]
+struct Scratch {
+    /// The (entry index, weight) of each n-gram that has an entry.
+    found: Vec<(u32, f32)>,
+    /// One bit per entry index: which entries were counted already.
+    seen: Vec<u64>,
+}
+
 thread_local! {
-    /// One bit per model entry: which entries a window has counted already.
-    /// Cleared after each window through the list of entries it set.
-    static SEEN: RefCell<Vec<u64>> = const { RefCell::new(Vec::new()) };
+    static SCRATCH: RefCell<Scratch> = RefCell::new(Scratch::default());
 }
 
 /// The identity of the word `text[s..e]`: its bytes packed when they fit in
@@ -93,23 +102,23 @@ fn bigram(first: u64, second: u64) -> u64 {
     mix(mix(first) ^ second.rotate_left(29) ^ 0x9E37_79B9_7F4A_7C15)
 }
 
-/// Slots per bucket of the weight table: one cache line of key fingerprints
-/// and weights, compared all at once without a branch.
-const SLOTS: usize = 8;
-
-/// One bucket of the weight table. A slot holds the low 32 bits of its key
-/// (the bucket is chosen by the top bits); an empty slot holds 0.
+/// One slot of the weight table; an empty slot has fingerprint 0.
 #[derive(Debug, Clone, Copy, Default)]
-#[repr(C, align(64))]
-struct Bucket {
-    fingerprints: [u32; SLOTS],
-    weights: [f32; SLOTS],
+struct Slot {
+    fingerprint: u32,
+    weight: f32,
 }
 
-/// The fingerprint of a key in its bucket.
+/// The fingerprint of a key in its slot (never 0).
 fn fingerprint(key: u64) -> u32 {
-    key as u32
+    (key as u32) | 1
 }
+
+/// The displacement of a group whose keys are in the overflow map.
+const UNPLACED: u16 = u16::MAX;
+
+/// Keys per group of the perfect hash, on average.
+const KEYS_PER_GROUP: usize = 4;
 
 /// A hasher for keys that are already well mixed: it passes them through.
 #[derive(Default)]
@@ -192,72 +201,103 @@ impl LexicalModel {
 
     fn build(bias: f32, entries: &KeyMap<(f32, u32)>) -> Self {
         let count = u32::try_from(entries.len()).unwrap_or(u32::MAX);
-        let buckets = entries.len().div_ceil(SLOTS / 2).max(1).next_power_of_two();
-        let shift = 64 - buckets.trailing_zeros();
-        let slots = u32::try_from(buckets * SLOTS).unwrap_or(u32::MAX);
+        let groups = entries
+            .len()
+            .div_ceil(KEYS_PER_GROUP)
+            .max(1)
+            .next_power_of_two();
+        // At most four slots in five taken, so displacements are found fast.
+        let slots = (entries.len() + entries.len() / 4)
+            .max(2)
+            .next_power_of_two();
         let mut model = Self {
             bias,
             entries: count,
-            buckets: vec![Bucket::default(); buckets],
-            shift,
+            displacements: vec![0; groups],
+            slots: vec![Slot::default(); slots],
+            slot_shift: 64 - slots.trailing_zeros(),
             overflow: KeyMap::default(),
-            overflowed: vec![0; buckets.div_ceil(64)],
-            none: slots,
+            none: 0,
         };
         // In entry order, so a model's layout does not depend on hashing.
         let mut sorted: Vec<(u64, (f32, u32))> = entries.iter().map(|(k, v)| (*k, *v)).collect();
         sorted.sort_by_key(|e| e.1.1);
+        let mut members: Vec<Vec<(u64, f32)>> = vec![Vec::new(); groups];
         for (key, (weight, _)) in sorted {
-            let at = model.bucket_of(key);
-            let print = fingerprint(key);
-            let bucket = &mut model.buckets[at];
-            // A fingerprint shared within a bucket, or 0, goes to the overflow.
-            let clash = print == 0 || bucket.fingerprints.contains(&print);
-            match bucket.fingerprints.iter().position(|&f| f == 0) {
-                Some(slot) if !clash => {
-                    bucket.fingerprints[slot] = print;
-                    bucket.weights[slot] = weight;
+            members[model.group_of(key)].push((key, weight));
+        }
+        // Largest groups first, while most slots are free.
+        let mut order: Vec<usize> = (0..groups).collect();
+        order.sort_by_key(|&g| std::cmp::Reverse(members[g].len()));
+        let mut places: Vec<usize> = Vec::new();
+        for g in order {
+            let keys = &members[g];
+            if keys.is_empty() {
+                continue;
+            }
+            let placed = (0..UNPLACED).find(|&d| {
+                places.clear();
+                for &(key, _) in keys {
+                    let at = model.slot_of(key, d);
+                    if model.slots[at].fingerprint != 0 || places.contains(&at) {
+                        return false;
+                    }
+                    places.push(at);
                 }
-                _ => {
-                    let index = slots + u32::try_from(model.overflow.len()).unwrap_or(0);
-                    model.overflow.insert(key, (weight, index));
-                    model.overflowed[at / 64] |= 1 << (at % 64);
+                true
+            });
+            match placed {
+                Some(d) => {
+                    model.displacements[g] = d;
+                    for (&(key, weight), &at) in keys.iter().zip(&places) {
+                        model.slots[at] = Slot {
+                            fingerprint: fingerprint(key),
+                            weight,
+                        };
+                    }
+                }
+                None => {
+                    model.displacements[g] = UNPLACED;
+                    for &(key, weight) in keys {
+                        let index = slots + model.overflow.len();
+                        let index = u32::try_from(index).unwrap_or(u32::MAX);
+                        model.overflow.insert(key, (weight, index));
+                    }
                 }
             }
         }
-        model.none = slots + u32::try_from(model.overflow.len()).unwrap_or(0);
+        model.none = u32::try_from(slots + model.overflow.len()).unwrap_or(u32::MAX);
         model
     }
 
-    fn bucket_of(&self, key: u64) -> usize {
-        key.checked_shr(self.shift).unwrap_or(0) as usize
+    /// The group of `key` (bits 32 and up; the fingerprint is the low bits).
+    fn group_of(&self, key: u64) -> usize {
+        (key >> 32) as usize & (self.displacements.len() - 1)
     }
 
-    /// The weight and entry index of `key`; (0, `none`) if it has none.
+    /// The slot of `key` under displacement `d`.
+    fn slot_of(&self, key: u64, d: u16) -> usize {
+        let moved = key ^ (u64::from(d) + 1).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+        (moved.wrapping_mul(0xD6E8_FEB8_6659_FD93) >> self.slot_shift) as usize
+    }
+
+    /// The weight and entry index of `key`, and whether it has an entry.
     #[inline(always)]
-    fn lookup(&self, key: u64) -> (f32, u32) {
-        let at = self.bucket_of(key);
-        let Some(bucket) = self.buckets.get(at) else {
-            return (0.0, self.none);
-        };
-        // Selected by masks, not branches: whether an n-gram has an entry is
-        // as unpredictable as the text.
-        let print = fingerprint(key);
-        let base = u32::try_from(at * SLOTS).unwrap_or(0);
-        let (mut weight, mut index) = (0u32, self.none);
-        for slot in 0..SLOTS {
-            let mask = u32::from(bucket.fingerprints[slot] == print).wrapping_neg();
-            weight |= bucket.weights[slot].to_bits() & mask;
-            index = (index & !mask) | ((base + slot as u32) & mask);
+    fn lookup(&self, key: u64) -> (f32, u32, bool) {
+        let d = self.displacements[self.group_of(key)];
+        if d == UNPLACED {
+            return match self.overflow.get(&key) {
+                Some(&(weight, index)) => (weight, index, true),
+                None => (0.0, self.none, false),
+            };
         }
-        let mut found = (f32::from_bits(weight), index);
-        if found.1 == self.none
-            && self.overflowed[at / 64] & (1 << (at % 64)) != 0
-            && let Some(&entry) = self.overflow.get(&key)
-        {
-            found = entry;
-        }
-        found
+        let at = self.slot_of(key, d);
+        let slot = self.slots.get(at).copied().unwrap_or_default();
+        // Selected without a branch: whether an n-gram has an entry is as
+        // unpredictable as the text.
+        let hit = slot.fingerprint == fingerprint(key);
+        let weight = f32::from_bits(slot.weight.to_bits() & u32::from(hit).wrapping_neg());
+        (weight, u32::try_from(at).unwrap_or(u32::MAX), hit)
     }
 
     /// The built-in model.
@@ -278,30 +318,42 @@ impl LexicalModel {
     /// The logit of `text`, a word view whose words are at `words`.
     pub(crate) fn logit(&self, text: &str, words: &[(u32, u32)]) -> f32 {
         let bytes = text.as_bytes();
-        SEEN.with(|seen| {
-            let mut seen = seen.borrow_mut();
-            // One bit per entry index and one for no entry; all clear.
-            let bits = (self.none as usize + 1).div_ceil(64);
+        SCRATCH.with(|scratch| {
+            let mut scratch = scratch.borrow_mut();
+            let Scratch { found, seen } = &mut *scratch;
+            // First every n-gram's entry, appended without a branch (the slot
+            // past the last hit is overwritten by the next n-gram): the
+            // lookups do not wait on one another.
+            found.clear();
+            found.resize(2 * words.len() + 1, (0, 0.0));
+            let mut hits = 0usize;
+            let mut record = |key: u64, found: &mut [(u32, f32)]| {
+                let (weight, index, hit) = self.lookup(key);
+                if let Some(slot) = found.get_mut(hits) {
+                    *slot = (index, weight);
+                }
+                hits += usize::from(hit);
+            };
+            let mut previous: Option<u64> = None;
+            for span in words {
+                let w = word_key(bytes, span.0 as usize, span.1 as usize);
+                record(unigram(w), found);
+                if let Some(p) = previous {
+                    record(bigram(p, w), found);
+                }
+                previous = Some(w);
+            }
+            // Then the hits, each entry counted once.
             seen.clear();
-            seen.resize(bits, 0);
+            seen.resize((self.none as usize).div_ceil(64), 0);
             let mut sum = self.bias;
-            let mut count = |key: u64| {
-                let (weight, index) = self.lookup(key);
+            for &(index, weight) in found.iter().take(hits) {
                 let (slot, bit) = (index as usize / 64, 1u64 << (index % 64));
                 if let Some(word) = seen.get_mut(slot) {
                     let fresh = *word & bit == 0;
                     *word |= bit;
                     sum += if fresh { weight } else { 0.0 };
                 }
-            };
-            let mut previous: Option<u64> = None;
-            for span in words {
-                let w = word_key(bytes, span.0 as usize, span.1 as usize);
-                count(unigram(w));
-                if let Some(p) = previous {
-                    count(bigram(p, w));
-                }
-                previous = Some(w);
             }
             sum
         })
@@ -334,6 +386,47 @@ mod tests {
         assert!((logit(&model, "ignore") - 1.0).abs() < 1e-6);
     }
 
+    /// `i` spelled in letters (normalisation reads digits in words as leetspeak).
+    fn letters(mut i: usize) -> String {
+        let mut out = String::new();
+        loop {
+            out.push(char::from(b'a' + (i % 26) as u8));
+            i /= 26;
+            if i == 0 {
+                return out;
+            }
+        }
+    }
+
+    #[test]
+    fn every_entry_of_a_large_model_is_found_and_nothing_else() {
+        let weight = |i: usize| (i % 97) as f32 / 10.0 + 0.1;
+        let mut text = String::from("bias 0\n");
+        for i in 0..20_000 {
+            let w = letters(i);
+            if i % 3 == 0 {
+                text.push_str(&format!("{} word{w} next{w}\n", weight(i)));
+            } else {
+                text.push_str(&format!("{} word{w}\n", weight(i)));
+            }
+        }
+        let model = LexicalModel::parse(&text).unwrap();
+        assert_eq!(model.len(), 20_000);
+        for i in (0..20_000).step_by(7) {
+            let w = letters(i);
+            // A pair entry for multiples of three, a word entry (counted
+            // once, however often it occurs) otherwise.
+            let input = if i % 3 == 0 {
+                format!("word{w} next{w}")
+            } else {
+                format!("word{w} unknown word{w}")
+            };
+            let got = logit(&model, &input);
+            assert!((got - weight(i)).abs() < 1e-4, "entry {i}: {got}");
+        }
+        assert_eq!(logit(&model, "wordzzzzz nextb unknown"), 0.0);
+    }
+
     #[test]
     fn bad_model_text_is_rejected_with_its_line() {
         for (text, line) in [
@@ -357,9 +450,9 @@ mod tests {
         let model = LexicalModel::builtin().unwrap();
         assert!(model.len() > 1000);
         let weights: Vec<f32> = model
-            .buckets
+            .slots
             .iter()
-            .flat_map(|b| b.weights)
+            .map(|s| s.weight)
             .chain(model.overflow.values().map(|e| e.0))
             .collect();
         assert!(weights.iter().any(|&w| w > 0.5));
