@@ -173,6 +173,17 @@ fn custom_rules_extend_the_builtin_set() {
         .extend_from_str("rule broken x 1: @NOPE")
         .unwrap_err();
     assert!(err.to_string().contains("NOPE"));
+    // The families of whole-text scorers are reserved.
+    let err = RuleSet::builtin()
+        .extend_from_str("rule mine model 1: open sesame")
+        .unwrap_err();
+    assert!(err.to_string().contains("reserved"), "{err}");
+    // A gate that is empty (only possible when building a rule set in code)
+    // would open nothing: refused.
+    let mut gated = RuleSet::parse("pattern P: x+\nrule p.x p 1: @P").unwrap();
+    gated.patterns[0].gates = vec![String::new()];
+    let err = PromptInjectionDetector::with_rules(DetectorConfig::default(), &gated).unwrap_err();
+    assert!(err.to_string().contains("empty gate"), "{err}");
 }
 
 #[test]
@@ -230,6 +241,13 @@ fn threshold_is_configurable_and_validated() {
                 ..Default::default()
             },
             "lexical_offset",
+        ),
+        (
+            DetectorConfig {
+                lexical_length_penalty: -1.0,
+                ..Default::default()
+            },
+            "lexical_length_penalty",
         ),
     ] {
         let err = PromptInjectionDetector::with_rules(config, &RuleSet::builtin()).unwrap_err();
@@ -296,6 +314,37 @@ fn a_model_loaded_from_text_replaces_the_builtin_one() {
     assert_eq!(d.top_family(), Some("model"));
     assert!(!detector.is_injection("pineapple"));
     assert!(LexicalModel::parse("3 pineapple").is_err(), "no bias line");
+
+    // Past 64 words the logit must also exceed 3 × ln(words / 64): the same
+    // evidence counts less in a long document.
+    let filler = |n: usize| -> String {
+        (0..n)
+            .map(|i| format!("w{}", char::from(b'a' + (i % 26) as u8)))
+            .collect::<Vec<_>>()
+            .join(" ")
+    };
+    let model_weight = |text: &str| -> f32 {
+        detector
+            .detect(text)
+            .matches
+            .iter()
+            .filter(|m| &*m.family == "model")
+            .map(|m| m.weight)
+            .sum()
+    };
+    let at_reference = format!("pineapple pizza {}", filler(62));
+    assert!((model_weight(&at_reference) - 1.0).abs() < 1e-5);
+    let longer = format!("pineapple pizza {}", filler(98));
+    // 0.5 × (3 − 1 − 3 × ln(100 / 64)) ≈ 0.33.
+    assert!(
+        (model_weight(&longer) - 0.330).abs() < 0.01,
+        "{}",
+        model_weight(&longer)
+    );
+    assert_eq!(
+        model_weight(&format!("pineapple pizza {}", filler(400))),
+        0.0
+    );
 }
 
 struct Fixed(f32);

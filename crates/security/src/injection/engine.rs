@@ -34,8 +34,9 @@ pub(crate) struct CompiledRule {
     pub(crate) weight: f32,
     /// (alternative concepts, max words since the previous element)
     elements: Vec<(Vec<u32>, u32)>,
-    /// The elements' alternatives as ranges of `Compiled::check_alts`, fewest
-    /// alternatives first: the quick test of whether every element has a hit.
+    /// The elements' alternatives as ranges of `Compiled::check_alts`, the
+    /// rarest element (by estimated frequency in ordinary text) first: the
+    /// quick test of whether every element has a hit.
     checks: Range<u32>,
     /// A weightless marker of a quotation's frame (families `quote_act` and
     /// `quote_about`), needed only when quotations are weighed.
@@ -64,8 +65,8 @@ pub(crate) struct Compiled {
     shared: Vec<u32>,
     /// Per concept, the rules anchored on it (flattened: `anchor_ends[c]` ends
     /// concept `c`'s slice of `anchor_rules`). A rule is anchored on the
-    /// alternatives of its element with the fewest of them, so a scan visits
-    /// only rules one of whose anchors occurred, not the whole rule set.
+    /// alternatives of its rarest element, so a scan visits only rules one of
+    /// whose anchors occurred, not the whole rule set.
     anchor_rules: Vec<u32>,
     anchor_ends: Vec<u32>,
     /// Rules without elements (always candidates).
@@ -107,11 +108,7 @@ impl Phrases {
         if text.is_empty() {
             return;
         }
-        let slot = concept as usize;
-        if self.frequency.len() <= slot {
-            self.frequency.resize(slot + 1, 0.0);
-        }
-        self.frequency[slot] += phrase_frequency(&text, prefix);
+        self.add_frequency(concept, phrase_frequency(&text, prefix));
         let letters = text.chars().filter(char::is_ascii_lowercase).count();
         let twin = (letters >= 4 && text.chars().all(|c| c.is_ascii_lowercase() || c == ' '))
             .then(|| rot13(&text));
@@ -119,6 +116,17 @@ impl Phrases {
         if let Some(twin) = twin {
             self.index.add(&twin, prefix, concept);
         }
+    }
+}
+
+impl Phrases {
+    /// Count `estimate` more occurrences per scan of ordinary text for `concept`.
+    fn add_frequency(&mut self, concept: u32, estimate: f32) {
+        let slot = concept as usize;
+        if self.frequency.len() <= slot {
+            self.frequency.resize(slot + 1, 0.0);
+        }
+        self.frequency[slot] += estimate;
     }
 }
 
@@ -194,6 +202,7 @@ impl Compiled {
                 shared.push(concept_ids[&p.name]);
             }
             let id = id_of(&p.name, &mut concept_ids);
+            phrases.add_frequency(id, PATTERN_FREQUENCY);
             let re = compile_pattern(&p.regex).map_err(|e| SecurityError::Rules {
                 line: 0,
                 reason: format!("pattern {}: {e}", p.name),
@@ -201,6 +210,12 @@ impl Compiled {
             regexes.push((id, re, p.gates.is_empty()));
             line_local.push(is_line_anchored(&p.regex));
             for gate in &p.gates {
+                if gate.is_empty() {
+                    return Err(SecurityError::Rules {
+                        line: 0,
+                        reason: format!("pattern {}: an empty gate opens nothing", p.name),
+                    });
+                }
                 let g = *gate_index
                     .entry(gate.to_ascii_lowercase())
                     .or_insert_with(|| {
@@ -246,13 +261,7 @@ impl Compiled {
             // match is usually rejected at its first test.
             let element_frequency = |alts: &[u32]| -> f32 {
                 alts.iter()
-                    .map(|&c| {
-                        phrases
-                            .frequency
-                            .get(c as usize)
-                            .copied()
-                            .unwrap_or(PATTERN_FREQUENCY)
-                    })
+                    .map(|&c| phrases.frequency.get(c as usize).copied().unwrap_or(0.0))
                     .sum()
             };
             let mut by_rarity: Vec<(f32, &Vec<u32>)> = elements
@@ -386,7 +395,7 @@ const GATE_LANES: usize = 4;
 const GATE_LANE_MIN_INPUT: usize = 256;
 
 /// One DFA walk of [`Gates::find_all`]: it reads `input[from..to]` and reports
-/// the occurrences ending after `report_after`.
+/// the occurrences ending at or after `report_after`.
 struct Lane {
     from: usize,
     to: usize,
@@ -629,7 +638,7 @@ fn anchors(
     let mut unanchored = Vec::new();
     for (index, rule) in rules.iter().enumerate() {
         let index = u32::try_from(index).unwrap_or(u32::MAX);
-        // `checks` lists the elements fewest alternatives first.
+        // `checks` lists the rarest element first: the anchor.
         if rule.checks.is_empty() {
             unanchored.push(index);
             continue;

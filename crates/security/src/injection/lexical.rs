@@ -5,9 +5,12 @@
 //! words (as they appear in [`normalize`](super::normalize())'s word view),
 //! plus a bias. A window's logit is the bias plus the weights of the distinct
 //! words and pairs it contains (each counts once, however often it occurs), so
-//! scoring is one hash lookup per word and per pair: linear in the input.
+//! scoring is one lookup per word and per pair: linear in the input. Entries
+//! are found through 31-bit fingerprints, so an n-gram outside the model takes
+//! some entry's weight with a probability below 2⁻³¹ per n-gram.
 //!
-//! The text format, one entry per line (`#` starts a comment line):
+//! The text format, one entry per line (`#` starts a comment line); words are
+//! in the normalised form (lower case, folded) or they could never match:
 //!
 //! ```text
 //! bias -2.4
@@ -21,13 +24,10 @@
 //! measurement excluded) with `tools/train_lexical.py`.
 
 use std::cell::RefCell;
-use std::hash::Hasher;
-
 use std::collections::HashMap;
-use std::hash::BuildHasherDefault;
+use std::hash::{BuildHasherDefault, Hasher};
 
-use rustc_hash::FxHasher;
-
+use super::normalize::normalize;
 use super::phrases::head_at;
 use crate::error::SecurityError;
 
@@ -46,7 +46,8 @@ pub struct LexicalModel {
     /// Per group of keys ([`LexicalModel::group_of`]): the displacement that
     /// puts each of the group's keys in a slot of its own
     /// ([`LexicalModel::slot_of`]), or [`UNPLACED`]. A perfect hash: a
-    /// lookup reads one displacement and one slot, and has no branch.
+    /// lookup reads one displacement and one slot (its only branch, on
+    /// `UNPLACED`, is never taken for a model built from ordinary text).
     displacements: Vec<u16>,
     /// The weight table; an entry's index (for counting it once) is its slot.
     slots: Vec<Slot>,
@@ -59,13 +60,16 @@ pub struct LexicalModel {
     none: u32,
 }
 
-/// Buffers of [`LexicalModel::logit`], kept between calls on a thread.
+/// Buffers of [`LexicalModel::logit`], kept between calls on a thread; their
+/// size depends on the model, not on the text.
 #[derive(Default)]
 struct Scratch {
-    /// The (entry index, weight) of each n-gram that has an entry.
+    /// The (entry index, weight) of each n-gram of a block that has an entry.
     found: Vec<(u32, f32)>,
     /// One bit per entry index: which entries were counted already.
     seen: Vec<u64>,
+    /// The words of `seen` set in this call, cleared at its end.
+    touched: Vec<usize>,
 }
 
 thread_local! {
@@ -79,10 +83,15 @@ fn word_key(text: &[u8], s: usize, e: usize) -> u64 {
     if e - s <= 8 {
         head_at(text, s, e)
     } else {
-        let mut h = FxHasher::default();
-        h.write(text.get(s..e).unwrap_or(&[]));
-        h.write_usize(e - s);
-        h.finish()
+        // A 64-bit hash on every target, eight bytes at a time.
+        let word = text.get(s..e).unwrap_or(&[]);
+        let mut h = (word.len() as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+        for chunk in word.chunks(8) {
+            let mut buf = [0u8; 8];
+            buf[..chunk.len()].copy_from_slice(chunk);
+            h = mix(h ^ u64::from_le_bytes(buf)).rotate_left(23);
+        }
+        h
     }
 }
 
@@ -120,6 +129,12 @@ const UNPLACED: u16 = u16::MAX;
 /// Keys per group of the perfect hash, on average.
 const KEYS_PER_GROUP: usize = 4;
 
+/// Largest group whose displacement is searched for.
+const MAX_GROUP: usize = 32;
+
+/// N-grams looked up before their hits are counted: bounds the scratch buffer.
+const BLOCK: usize = 256;
+
 /// A hasher for keys that are already well mixed: it passes them through.
 #[derive(Default)]
 struct KeyHasher(u64);
@@ -149,6 +164,7 @@ impl LexicalModel {
             line: line + 1,
             reason,
         };
+        let mut bias_line = None;
         let mut bias = None;
         let mut entries: KeyMap<(f32, u32)> = KeyMap::default();
         for (n, line) in text.lines().enumerate() {
@@ -159,6 +175,13 @@ impl LexicalModel {
             let (head, rest) = line.split_once(' ').unwrap_or((line, ""));
             let rest = rest.trim();
             if head == "bias" {
+                if let Some(first) = bias_line {
+                    return Err(err(
+                        n,
+                        format!("a second bias line (the first is line {})", first + 1),
+                    ));
+                }
+                bias_line = Some(n);
                 let value: f32 = rest
                     .parse()
                     .map_err(|_| err(n, format!("bad bias {rest:?}")))?;
@@ -181,6 +204,15 @@ impl LexicalModel {
                     format!("expected one word or two words after the weight, got {rest:?}"),
                 ));
             }
+            let normal = normalize(rest).text;
+            if normal != rest {
+                return Err(err(
+                    n,
+                    format!(
+                        "{rest:?} is not in normalised form ({normal:?}), so it could never match"
+                    ),
+                ));
+            }
             if entries.len() == MAX_MODEL_ENTRIES {
                 return Err(err(n, format!("more than {MAX_MODEL_ENTRIES} entries")));
             }
@@ -195,11 +227,17 @@ impl LexicalModel {
                 return Err(err(n, format!("{rest:?} is listed twice")));
             }
         }
-        let bias = bias.ok_or_else(|| err(0, "the model has no bias line".into()))?;
-        Ok(Self::build(bias, &entries))
+        let bias = bias.ok_or(SecurityError::Rules {
+            line: 0,
+            reason: "the model has no bias line".into(),
+        })?;
+        Ok(Self::build(bias, &entries, MAX_GROUP))
     }
 
-    fn build(bias: f32, entries: &KeyMap<(f32, u32)>) -> Self {
+    /// The model with `entries`; groups of more than `max_group` keys (only
+    /// hostile model text makes them) go to the overflow map unsearched, so
+    /// building stays fast.
+    fn build(bias: f32, entries: &KeyMap<(f32, u32)>, max_group: usize) -> Self {
         let count = u32::try_from(entries.len()).unwrap_or(u32::MAX);
         let groups = entries
             .len()
@@ -235,7 +273,8 @@ impl LexicalModel {
             if keys.is_empty() {
                 continue;
             }
-            let placed = (0..UNPLACED).find(|&d| {
+            let searchable = keys.len() <= max_group;
+            let placed = (0..UNPLACED).filter(|_| searchable).find(|&d| {
                 places.clear();
                 for &(key, _) in keys {
                     let at = model.slot_of(key, d);
@@ -320,39 +359,55 @@ impl LexicalModel {
         let bytes = text.as_bytes();
         SCRATCH.with(|scratch| {
             let mut scratch = scratch.borrow_mut();
-            let Scratch { found, seen } = &mut *scratch;
-            // First every n-gram's entry, appended without a branch (the slot
-            // past the last hit is overwritten by the next n-gram): the
-            // lookups do not wait on one another.
-            found.clear();
-            found.resize(2 * words.len() + 1, (0, 0.0));
-            let mut hits = 0usize;
-            let mut record = |key: u64, found: &mut [(u32, f32)]| {
-                let (weight, index, hit) = self.lookup(key);
-                if let Some(slot) = found.get_mut(hits) {
-                    *slot = (index, weight);
-                }
-                hits += usize::from(hit);
-            };
-            let mut previous: Option<u64> = None;
-            for span in words {
-                let w = word_key(bytes, span.0 as usize, span.1 as usize);
-                record(unigram(w), found);
-                if let Some(p) = previous {
-                    record(bigram(p, w), found);
-                }
-                previous = Some(w);
+            let Scratch {
+                found,
+                seen,
+                touched,
+            } = &mut *scratch;
+            // All clear: fresh, or cleared through `touched` after the last call.
+            let bits = (self.none as usize).div_ceil(64);
+            if seen.len() < bits {
+                seen.resize(bits, 0);
             }
-            // Then the hits, each entry counted once.
-            seen.clear();
-            seen.resize((self.none as usize).div_ceil(64), 0);
+            found.resize(BLOCK + 1, (0, 0.0));
             let mut sum = self.bias;
-            for &(index, weight) in found.iter().take(hits) {
-                let (slot, bit) = (index as usize / 64, 1u64 << (index % 64));
+            let mut previous: Option<u64> = None;
+            for block in words.chunks(BLOCK / 2) {
+                // First the block's n-grams' entries, appended without a
+                // branch (the slot past the last hit is overwritten by the
+                // next n-gram): the lookups do not wait on one another.
+                let mut hits = 0usize;
+                let mut record = |key: u64, found: &mut [(u32, f32)]| {
+                    let (weight, index, hit) = self.lookup(key);
+                    if let Some(slot) = found.get_mut(hits) {
+                        *slot = (index, weight);
+                    }
+                    hits += usize::from(hit);
+                };
+                for span in block {
+                    let w = word_key(bytes, span.0 as usize, span.1 as usize);
+                    record(unigram(w), found);
+                    if let Some(p) = previous {
+                        record(bigram(p, w), found);
+                    }
+                    previous = Some(w);
+                }
+                // Then the hits, each entry counted once per call.
+                for &(index, weight) in found.iter().take(hits) {
+                    let (slot, bit) = (index as usize / 64, 1u64 << (index % 64));
+                    if let Some(word) = seen.get_mut(slot) {
+                        if *word == 0 {
+                            touched.push(slot);
+                        }
+                        let fresh = *word & bit == 0;
+                        *word |= bit;
+                        sum += if fresh { weight } else { 0.0 };
+                    }
+                }
+            }
+            for slot in touched.drain(..) {
                 if let Some(word) = seen.get_mut(slot) {
-                    let fresh = *word & bit == 0;
-                    *word |= bit;
-                    sum += if fresh { weight } else { 0.0 };
+                    *word = 0;
                 }
             }
             sum
@@ -436,12 +491,77 @@ mod tests {
             ("bias 1\n1.0 a b c", 2),
             ("bias 1\n1.0 a\n2.0 a", 3),
             ("bias 1\ninf a", 2),
-            ("1.0 a", 1),
+            ("bias 1\n1.0 Ignore", 2),
+            ("bias 1\n1.0 don't", 2),
+            ("bias 1\nbias 2", 2),
+            ("1.0 a", 0),
         ] {
             match LexicalModel::parse(text) {
                 Err(SecurityError::Rules { line: l, .. }) => assert_eq!(l, line, "{text:?}"),
                 other => panic!("{text:?} gave {other:?}"),
             }
+        }
+    }
+
+    /// The logit as the model's definition states it, with a map.
+    fn reference(entries: &[(String, f32)], bias: f32, text: &str) -> f32 {
+        let map: std::collections::HashMap<&str, f32> =
+            entries.iter().map(|(k, w)| (k.as_str(), *w)).collect();
+        let n = normalize(text);
+        let words: Vec<&str> = n.text.split(' ').filter(|w| !w.is_empty()).collect();
+        let mut grams: Vec<String> = words.iter().map(|w| (*w).to_owned()).collect();
+        grams.extend(words.windows(2).map(|p| format!("{} {}", p[0], p[1])));
+        grams.sort();
+        grams.dedup();
+        bias + grams
+            .iter()
+            .filter_map(|g| map.get(g.as_str()))
+            .sum::<f32>()
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn logit_is_the_bias_plus_each_distinct_entry_once(
+            vocabulary in proptest::collection::btree_set("[a-e]{1,3}|[a-c]{9,12}", 1..12),
+            picks in proptest::collection::vec((0usize..64, 0usize..64, -4.0f32..4.0), 0..40),
+            text in proptest::collection::vec(0usize..64, 0..400),
+            overflow in proptest::bool::ANY,
+        ) {
+            let vocabulary: Vec<String> = vocabulary.into_iter().collect();
+            let word = |i: usize| vocabulary[i % vocabulary.len()].clone();
+            let mut entries: Vec<(String, f32)> = Vec::new();
+            for (a, b, w) in picks {
+                let gram = if a % 2 == 0 { word(a) } else { format!("{} {}", word(a), word(b)) };
+                if !entries.iter().any(|(g, _)| *g == gram) {
+                    entries.push((gram, w));
+                }
+            }
+            let mut model_text = String::from("bias -0.5\n");
+            for (g, w) in &entries {
+                model_text.push_str(&format!("{w} {g}\n"));
+            }
+            let mut model = LexicalModel::parse(&model_text).unwrap();
+            if overflow {
+                // Every group in the overflow map: the path hostile model text takes.
+                let mut keyed = KeyMap::default();
+                for (i, (g, w)) in entries.iter().enumerate() {
+                    let words: Vec<&[u8]> = g.split(' ').map(str::as_bytes).collect();
+                    let key_of = |w: &[u8]| word_key(w, 0, w.len());
+                    let key = match *words.as_slice() {
+                        [a, b] => bigram(key_of(a), key_of(b)),
+                        [w, ..] => unigram(key_of(w)),
+                        [] => continue,
+                    };
+                    keyed.insert(key, (*w, u32::try_from(i).unwrap()));
+                }
+                model = LexicalModel::build(-0.5, &keyed, 0);
+                proptest::prop_assert_eq!(model.overflow.len(), entries.len());
+            }
+            let text: Vec<String> = text.into_iter().map(word).collect();
+            let text = text.join(" ");
+            let expected = reference(&entries, -0.5, &text);
+            let got = logit(&model, &text);
+            proptest::prop_assert!((got - expected).abs() < 1e-3, "{} != {}", got, expected);
         }
     }
 

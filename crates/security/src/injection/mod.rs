@@ -23,11 +23,11 @@
 //!    counts, plus a bonus for hiding it.
 //! 4. The lexical model ([`LexicalModel`], built in by
 //!    [`PromptInjectionDetector::new`]) reads each window's words and word
-//!    pairs; `lexical_weight × (logit − lexical_offset)`, when positive, is
-//!    added (at most `family_cap`). It catches attacks worded afresh, which no
-//!    phrase rule lists: on two rounds of prompts neither rules nor model had
-//!    seen, recall rose from 0.69 and 0.71 to 0.86 and 0.89, with false
-//!    positives unchanged at 0.5 % and 0.75 %.
+//!    pairs; `lexical_weight × (logit − lexical_offset − penalty)`, when
+//!    positive, is added (at most `family_cap`), where the penalty is
+//!    `lexical_length_penalty × ln(words / 64)` for windows of more than 64
+//!    words (a long document holds many weighed words innocently). It catches
+//!    attacks worded afresh, which no phrase rule lists.
 //! 5. A configured classifier's probability, times its weight, is added.
 //!
 //! Quotations are weighed by their frame:
@@ -104,8 +104,8 @@ pub struct RuleMatch {
 /// The result of scanning one text.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Detection {
-    /// Sum of the weights of the matched rules in the worst window (plus the
-    /// classifier's contribution).
+    /// Sum of the weights of the matched rules and the lexical model in the
+    /// worst window (plus the classifier's contribution).
     pub score: f32,
     /// The decision.
     pub verdict: Verdict,
@@ -188,7 +188,16 @@ pub struct DetectorConfig {
     pub lexical_weight: f32,
     /// Logit the lexical model must exceed before it adds to a score.
     pub lexical_offset: f32,
+    /// How much more the logit of a window longer than
+    /// [`LEXICAL_REFERENCE_WORDS`] words must exceed: this many times the
+    /// natural logarithm of its length over that. A long document holds many
+    /// words the model weighs, innocently; an attack needs few. Not negative.
+    pub lexical_length_penalty: f32,
 }
+
+/// Window length (in words) up to which the lexical model's offset is not
+/// raised (see `DetectorConfig::lexical_length_penalty`).
+pub const LEXICAL_REFERENCE_WORDS: usize = 64;
 
 impl Default for DetectorConfig {
     fn default() -> Self {
@@ -205,6 +214,7 @@ impl Default for DetectorConfig {
             family_cap: 1.5,
             lexical_weight: 0.5,
             lexical_offset: 1.0,
+            lexical_length_penalty: 3.0,
         }
     }
 }
@@ -259,6 +269,12 @@ impl DetectorConfig {
         if !self.lexical_offset.is_finite() {
             return Err(SecurityError::config("lexical_offset", "must be finite"));
         }
+        if !(self.lexical_length_penalty.is_finite() && self.lexical_length_penalty >= 0.0) {
+            return Err(SecurityError::config(
+                "lexical_length_penalty",
+                "must be zero or positive",
+            ));
+        }
         Ok(())
     }
 }
@@ -287,6 +303,7 @@ impl std::fmt::Debug for PromptInjectionDetector {
         f.debug_struct("PromptInjectionDetector")
             .field("config", &self.config)
             .field("rules", &self.compiled.rules.len())
+            .field("lexical_model", &self.lexical.as_ref().map(|m| m.len()))
             .field("classifier", &self.classifier.is_some())
             .finish()
     }
@@ -566,7 +583,20 @@ impl PromptInjectionDetector {
             && self.config.lexical_weight > 0.0
         {
             let logit = model.logit(&scan.normalized.text, &scan.normalized.words);
-            let weight = (self.config.lexical_weight * (logit - self.config.lexical_offset))
+            let words = scan.normalized.words.len();
+            let length_penalty = if words > LEXICAL_REFERENCE_WORDS {
+                self.config.lexical_length_penalty
+                    * (words as f32 / LEXICAL_REFERENCE_WORDS as f32).ln()
+            } else {
+                0.0
+            };
+            // Quotations are not discounted here: the model was trained on
+            // prompts that quote attacks to ask about them (the thirteenth and
+            // fourteenth rounds) and weighs such frames itself; discounting
+            // it in quoting windows lost attacks on unseen rounds and cleared
+            // no false alarm.
+            let weight = (self.config.lexical_weight
+                * (logit - self.config.lexical_offset - length_penalty))
                 .min(self.config.family_cap);
             if weight > 0.0 {
                 score += weight;
@@ -641,6 +671,7 @@ impl PromptInjectionDetector {
                 }
                 let span = base + blob.start..base + blob.end;
                 score += inner;
+                let inner_count = inner_matches.len();
                 for m in inner_matches {
                     matches.push(RuleMatch {
                         span: span.clone(),
@@ -648,7 +679,11 @@ impl PromptInjectionDetector {
                         ..m
                     });
                 }
-                if inner >= 0.7 {
+                // Hiding rule evidence earns the bonus; the lexical model's
+                // reading of the decoded text counts as itself only.
+                let inner_rules =
+                    inner - inner_matches_model_weight(&matches[matches.len() - inner_count..]);
+                if inner_rules >= 0.7 {
                     score += ENCODED_PAYLOAD_BONUS;
                     matches.push(RuleMatch {
                         rule: "encoding.hidden_payload".into(),
@@ -664,8 +699,17 @@ impl PromptInjectionDetector {
     }
 }
 
+/// The lexical model's share of `matches`.
+fn inner_matches_model_weight(matches: &[RuleMatch]) -> f32 {
+    matches
+        .iter()
+        .filter(|m| &*m.family == LEXICAL_FAMILY)
+        .map(|m| m.weight)
+        .sum()
+}
+
 /// Families of the scores of whole texts rather than of rules.
-const SCORER_FAMILIES: [&str; 2] = [LEXICAL_FAMILY, CLASSIFIER_FAMILY];
+pub(crate) const SCORER_FAMILIES: [&str; 2] = [LEXICAL_FAMILY, CLASSIFIER_FAMILY];
 
 /// Family (and rule name) of the lexical model's contribution.
 const LEXICAL_FAMILY: &str = "model";

@@ -146,6 +146,10 @@ impl PhraseIndex {
     /// Add `phrase` (normalised words separated by single spaces) for `concept`;
     /// with `prefix`, its last word matches any word it begins.
     pub(crate) fn add(&mut self, phrase: &str, prefix: bool, concept: u32) {
+        debug_assert!(
+            self.wide.is_empty() && self.root_prefixes.is_empty(),
+            "phrases are added before `finish`"
+        );
         let words: Vec<&str> = phrase.split(' ').filter(|w| !w.is_empty()).collect();
         let Some((last, init)) = words.split_last() else {
             return;
@@ -406,6 +410,42 @@ mod tests {
             ]
         );
         assert!(hits(&index, "do no follow").is_empty());
+    }
+
+    #[test]
+    fn a_word_that_starts_many_phrases_finds_each_of_them() {
+        // Forty phrases after "the": that node's children sit in the shared
+        // map, not in a list of its own.
+        let seconds: Vec<String> = (0..40)
+            .map(|i| format!("w{}x", char::from(b'a' + i % 26)) + &"y".repeat(usize::from(i / 26)))
+            .collect();
+        let mut entries: Vec<(String, bool, u32)> = seconds
+            .iter()
+            .enumerate()
+            .map(|(i, w)| (format!("the {w}"), false, u32::try_from(i).unwrap()))
+            .collect();
+        entries.push(("the wax final".to_owned(), false, 99));
+        let mut index = PhraseIndex::default();
+        for (p, prefix, c) in &entries {
+            index.add(p, *prefix, *c);
+        }
+        index.finish();
+        assert!(
+            index.nodes.iter().any(|n| n.wide),
+            "no node moved to the map"
+        );
+        for (i, w) in seconds.iter().enumerate() {
+            let text = format!("see the {w} and the end");
+            assert_eq!(
+                hits(&index, &text),
+                vec![(u32::try_from(i).unwrap(), format!("the {w}"))]
+            );
+        }
+        assert_eq!(
+            hits(&index, "the wax final"),
+            vec![(0, "the wax".to_owned()), (99, "the wax final".to_owned())]
+        );
+        assert!(hits(&index, "the wxq the").is_empty());
     }
 
     #[test]

@@ -251,6 +251,15 @@ impl RuleSet {
     /// Check that every `@CONCEPT` used by a rule is defined.
     pub fn check_references(&self) -> Result<(), SecurityError> {
         for rule in &self.rules {
+            if super::SCORER_FAMILIES.contains(&rule.family.as_str()) {
+                return Err(SecurityError::Rules {
+                    line: 0,
+                    reason: format!(
+                        "rule {}: family {} is reserved for whole-text scorers",
+                        rule.name, rule.family
+                    ),
+                });
+            }
             for element in &rule.elements {
                 for alt in &element.alternatives {
                     if let Some(concept) = alt.strip_prefix('@') {
