@@ -66,8 +66,8 @@ impl Score {
 #[test]
 fn detector_beats_the_eight_substring_baseline_on_the_dev_corpus() {
     // The thirteenth and fourteenth rounds measure known weaknesses and have
-    // tests of their own; the twenty-first to twenty-third are unseen
-    // measurements, never tuned or trained on, pinned with the late rounds.
+    // tests of their own; the twenty-fourth is an unseen measurement, never
+    // tuned or trained on, pinned with the late rounds.
     let rows: Vec<Row> = load()
         .into_iter()
         .filter(|r| {
@@ -97,9 +97,10 @@ fn detector_beats_the_eight_substring_baseline_on_the_dev_corpus() {
     assert!(ours.pos >= 300 && ours.neg >= ours.pos, "corpus too small");
     // The corpus holds every tuned round, the hardest (the seventeenth, on
     // the families phrase rules find hardest, 0.76 after tuning) included,
-    // and the lexical model was trained on it: 0.882 with the rules alone,
-    // 0.951 with the model, false positives 0.6 % either way.
-    assert!(ours.recall() >= 0.93, "recall {:.3}", ours.recall());
+    // and the lexical model was trained on it; so were the twenty-first to
+    // twenty-third rounds, which no rule was tuned on (0.81 to 0.89 there):
+    // 0.932 at 0.7 % false positives.
+    assert!(ours.recall() >= 0.92, "recall {:.3}", ours.recall());
     assert!(ours.fpr() <= 0.02, "false-positive rate {:.3}", ours.fpr());
     assert!(ours.recall() > baseline.recall() + 0.5);
     assert!(ours.fpr() < baseline.fpr());
@@ -132,7 +133,7 @@ fn report(label: &str, ours: &Score, baseline: &Score) {
 }
 
 /// The late hold-out rounds (`*_holdout5.jsonl` to `*_holdout12.jsonl` and
-/// `*_holdout15.jsonl` to `*_holdout23.jsonl`; the eleventh is benign only,
+/// `*_holdout15.jsonl` to `*_holdout24.jsonl`; the eleventh is benign only,
 /// and the thirteenth and fourteenth, written against keyword filters, have
 /// tests of their own):
 /// tricky benign prompts and fresh attacks, each round written before any rule
@@ -161,6 +162,7 @@ fn detector_meets_the_goals_on_each_late_holdout_round() {
         "holdout21_",
         "holdout22_",
         "holdout23_",
+        "holdout24_",
     ] {
         let (ours, baseline) = measure_round(&all, round);
         assert!(
@@ -201,8 +203,10 @@ fn detector_keeps_false_alarms_rare_next_to_jailbreak_vocabulary() {
 }
 
 /// Family prefixes of the rounds kept as unseen measurements: no rule was
-/// tuned on them and the lexical model was not trained on them.
-const UNTUNED: [&str; 3] = ["holdout21_", "holdout22_", "holdout23_"];
+/// tuned on them and the lexical model was not trained on them. (No rule was
+/// tuned on the twenty-first to twenty-third either; the model was trained on
+/// them after they had been measured unseen.)
+const UNTUNED: [&str; 1] = ["holdout24_"];
 
 /// Family prefix of the thirteenth round.
 const THIRTEENTH: &str = "holdout13_";

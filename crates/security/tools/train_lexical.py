@@ -17,7 +17,9 @@ Training data:
   shipped model used the README.md, CHANGELOG.md and src/lib.rs of the crates
   in the local cargo registry and the Python standard library's modules.
   `--held-out FILE` writes the other half's chunks as JSON lines, to measure
-  false positives on technical text the model never saw.
+  false positives on technical text the model never saw. Which files the
+  globs match depends on the machine (the crates the registry holds), so a
+  model retrained elsewhere is close to, not byte for byte, the shipped one.
 
 Needs scikit-learn (pip install scikit-learn).
 
@@ -44,7 +46,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 DATA = os.path.join(HERE, "..", "tests", "data")
 OUT = os.path.join(HERE, "..", "rules", "default.model")
 # Rounds never trained on: they measure the detector on unseen text.
-HELD_OUT = ("holdout21", "holdout22", "holdout23")
+HELD_OUT = ("holdout24",)
 KEEP = 4000
 C = 1.0
 BENIGN_WEIGHT = 2.0

@@ -51,8 +51,8 @@ pub struct LexicalModel {
     displacements: Vec<u16>,
     /// The weight table; an entry's index (for counting it once) is its slot.
     slots: Vec<Slot>,
-    /// `64 − log2(slots)`.
-    slot_shift: u32,
+    /// How many slots there are (`slots.len()`, as the range of [`LexicalModel::slot_of`]).
+    slot_count: u64,
     /// Entries of groups no displacement could place (none in practice) →
     /// (weight, index past the slots).
     overflow: KeyMap<(f32, u32)>,
@@ -68,8 +68,9 @@ struct Scratch {
     found: Vec<(u32, f32)>,
     /// One bit per entry index: which entries were counted already.
     seen: Vec<u64>,
-    /// The words of `seen` set in this call, cleared at its end.
-    touched: Vec<usize>,
+    /// One bit per word of `seen`: which were set in this call (and are
+    /// cleared at its end).
+    touched: Vec<u64>,
 }
 
 thread_local! {
@@ -244,16 +245,15 @@ impl LexicalModel {
             .div_ceil(KEYS_PER_GROUP)
             .max(1)
             .next_power_of_two();
-        // At most four slots in five taken, so displacements are found fast.
-        let slots = (entries.len() + entries.len() / 4)
-            .max(2)
-            .next_power_of_two();
+        // Four slots in five taken: displacements are found fast, and the
+        // table of a model of a few thousand entries stays in the L1 cache.
+        let slots = (entries.len() + entries.len() / 4).max(2);
         let mut model = Self {
             bias,
             entries: count,
             displacements: vec![0; groups],
             slots: vec![Slot::default(); slots],
-            slot_shift: 64 - slots.trailing_zeros(),
+            slot_count: slots as u64,
             overflow: KeyMap::default(),
             none: 0,
         };
@@ -317,7 +317,9 @@ impl LexicalModel {
     /// The slot of `key` under displacement `d`.
     fn slot_of(&self, key: u64, d: u16) -> usize {
         let moved = key ^ (u64::from(d) + 1).wrapping_mul(0x9E37_79B9_7F4A_7C15);
-        (moved.wrapping_mul(0xD6E8_FEB8_6659_FD93) >> self.slot_shift) as usize
+        // The top 32 bits of the mixed key, scaled to the slot count.
+        let high = moved.wrapping_mul(0xD6E8_FEB8_6659_FD93) >> 32;
+        ((high * self.slot_count) >> 32) as usize
     }
 
     /// The weight and entry index of `key`, and whether it has an entry.
@@ -368,6 +370,7 @@ impl LexicalModel {
             let bits = (self.none as usize).div_ceil(64);
             if seen.len() < bits {
                 seen.resize(bits, 0);
+                touched.resize(seen.len().div_ceil(64), 0);
             }
             found.resize(BLOCK + 1, (0, 0.0));
             let mut sum = self.bias;
@@ -393,21 +396,27 @@ impl LexicalModel {
                     previous = Some(w);
                 }
                 // Then the hits, each entry counted once per call.
+                let mut block_sum = 0.0f32;
                 for &(index, weight) in found.iter().take(hits) {
                     let (slot, bit) = (index as usize / 64, 1u64 << (index % 64));
                     if let Some(word) = seen.get_mut(slot) {
-                        if *word == 0 {
-                            touched.push(slot);
-                        }
                         let fresh = *word & bit == 0;
                         *word |= bit;
-                        sum += if fresh { weight } else { 0.0 };
+                        block_sum += if fresh { weight } else { 0.0 };
+                    }
+                    if let Some(word) = touched.get_mut(slot / 64) {
+                        *word |= 1 << (slot % 64);
                     }
                 }
+                sum += block_sum;
             }
-            for slot in touched.drain(..) {
-                if let Some(word) = seen.get_mut(slot) {
-                    *word = 0;
+            for (at, word) in touched.iter_mut().enumerate() {
+                let mut bits = std::mem::take(word);
+                while bits != 0 {
+                    if let Some(w) = seen.get_mut(at * 64 + bits.trailing_zeros() as usize) {
+                        *w = 0;
+                    }
+                    bits &= bits - 1;
                 }
             }
             sum
