@@ -19,9 +19,11 @@
 //! -1.98 can you
 //! ```
 //!
-//! The built-in model ([`BUILTIN_MODEL`]) is a logistic regression trained on
-//! the crate's development corpus (`tests/data`, the hold-out rounds kept for
-//! measurement excluded) with `tools/train_lexical.py`.
+//! The built-in model ([`BUILTIN_MODEL`]) is a logistic regression trained by
+//! `tools/train_lexical.py` on the crate's development corpus (`tests/data`,
+//! the newest hold-out round excluded: it measures the model unseen) and on
+//! chunks of benign technical text (crate READMEs, changelogs and sources,
+//! Python modules), so that documentation and code do not read as attacks.
 
 use std::cell::RefCell;
 use std::collections::HashMap;
