@@ -104,6 +104,80 @@ fn filter_bit(head: u64, len: usize) -> usize {
     (key.wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 48) as usize
 }
 
+/// Words an attack may write with their inner letters shuffled (the first and
+/// last letters kept, which readers and models still recognise), read as
+/// themselves. A curated list: real words that are anagrams of these with the
+/// same ends would be misread, and none of these has one.
+const SCRAMBLE_WORDS: [&str; 40] = [
+    "ignore",
+    "ignoring",
+    "previous",
+    "instructions",
+    "instruction",
+    "disregard",
+    "forget",
+    "reveal",
+    "system",
+    "prompt",
+    "password",
+    "secret",
+    "override",
+    "bypass",
+    "restrictions",
+    "guidelines",
+    "above",
+    "prior",
+    "confidential",
+    "jailbreak",
+    "unrestricted",
+    "developer",
+    "pretend",
+    "display",
+    "print",
+    "repeat",
+    "verbatim",
+    "initial",
+    "hidden",
+    "credentials",
+    "delete",
+    "execute",
+    "command",
+    "admin",
+    "assistant",
+    "rules",
+    "policy",
+    "policies",
+    "filter",
+    "safety",
+];
+
+/// The key of a word under inner-letter shuffling: its length, first and last
+/// letters, and the multiset of the letters between (a sum of per-letter
+/// constants, so any order gives the same key). `None` unless the word is 5
+/// to 16 ASCII lowercase letters.
+fn scramble_key(word: &[u8]) -> Option<u64> {
+    let (&first, rest) = word.split_first()?;
+    let (&last, middle) = rest.split_last()?;
+    if !(5..=16).contains(&word.len()) || !word.iter().all(u8::is_ascii_lowercase) {
+        return None;
+    }
+    let letters = middle.iter().fold(0u64, |sum, &b| {
+        sum.wrapping_add(
+            u64::from(b - b'a' + 1)
+                .wrapping_mul(0x9E37_79B9_7F4A_7C15)
+                .rotate_left(u32::from(b % 32)),
+        )
+    });
+    Some(letters ^ (u64::from(first) << 56) ^ (u64::from(last) << 48) ^ ((word.len() as u64) << 40))
+}
+
+/// The bit of a word's (first, last) letter pair in `PhraseIndex::scrambled_ends`.
+fn ends_bit(word: &[u8]) -> Option<usize> {
+    let first = usize::from(word.first()?.checked_sub(b'a')?);
+    let last = usize::from(word.last()?.checked_sub(b'a')?);
+    (first < 26 && last < 26).then_some(first * 26 + last)
+}
+
 /// Most children of a trie node searched in its own sorted list; nodes with
 /// more (words like "the" start hundreds of phrases) use the shared map.
 const MAX_LISTED_CHILDREN: usize = 12;
@@ -137,6 +211,13 @@ pub(crate) struct PhraseIndex {
     /// First byte → the second bytes of its prefix entries (a 256-bit set), so
     /// most words skip the bucket with one test.
     root_second: Vec<[u64; 4]>,
+    /// Typoglycemia: the key ([`scramble_key`]) of each word of
+    /// [`SCRAMBLE_WORDS`] in the dictionary → its word id, so a word written
+    /// with its inner letters shuffled ("ignroe", "insturctions") reads as
+    /// the word; and one bit per (first, last) letter pair of those words, so
+    /// most unknown words skip the key.
+    scrambled: FxHashMap<u64, u32>,
+    scrambled_ends: [u64; 11],
     /// Building only: concepts per node and per prefix before pooling.
     pending: Vec<Vec<u32>>,
     pending_prefixes: Vec<(u32, Box<[u8]>, Vec<u32>)>,
@@ -249,6 +330,17 @@ impl PhraseIndex {
         for (node, concepts) in pending.iter().enumerate() {
             self.nodes[node].concepts = Self::pool(&mut self.concept_pool, concepts);
         }
+        for word in SCRAMBLE_WORDS {
+            let id = self.lookup(word.as_bytes());
+            if let (true, Some(key), Some(bit)) = (
+                id != NONE,
+                scramble_key(word.as_bytes()),
+                ends_bit(word.as_bytes()),
+            ) {
+                self.scrambled.insert(key, id);
+                self.scrambled_ends[bit / 64] |= 1 << (bit % 64);
+            }
+        }
         for (index, node) in self.nodes.iter_mut().enumerate() {
             if node.children.len() > MAX_LISTED_CHILDREN {
                 let index = u32::try_from(index).unwrap_or(NONE);
@@ -275,6 +367,16 @@ impl PhraseIndex {
                 self.nodes[node as usize].prefixes.push(prefix);
             }
         }
+    }
+
+    /// The dictionary word `word` is a shuffled spelling of (its inner
+    /// letters in another order), if it is one of [`SCRAMBLE_WORDS`].
+    fn unscrambled(&self, word: &[u8]) -> Option<u32> {
+        let bit = ends_bit(word)?;
+        if self.scrambled_ends[bit / 64] & (1 << (bit % 64)) == 0 {
+            return None;
+        }
+        self.scrambled.get(&scramble_key(word)?).copied()
     }
 
     /// Whether the index holds no phrase.
@@ -307,6 +409,7 @@ impl PhraseIndex {
             } else {
                 self.words.get(&bytes[s..e]).copied()
             };
+            let id = id.or_else(|| self.unscrambled(&bytes[s..e]));
             heads.push(head);
             ids.push(id.unwrap_or(NONE));
         }
@@ -446,6 +549,24 @@ mod tests {
             vec![(0, "the wax".to_owned()), (99, "the wax final".to_owned())]
         );
         assert!(hits(&index, "the wxq the").is_empty());
+    }
+
+    #[test]
+    fn scrambled_trigger_words_are_read_as_the_words() {
+        let index = index(&[("ignore previous", false, 0), ("trail", false, 1)]);
+        assert_eq!(
+            hits(&index, "ingore pverious"),
+            vec![(0, "ingore pverious".to_owned())]
+        );
+        // Only the curated words: "trial" is not read as "trail", the ends
+        // must stay, and the length must match.
+        assert!(hits(&index, "trial").is_empty());
+        assert!(hits(&index, "gnorie previous").is_empty());
+        assert!(hits(&index, "ignoore previous").is_empty());
+        assert_eq!(scramble_key(b"ignore"), scramble_key(b"ingroe"));
+        assert_ne!(scramble_key(b"ignore"), scramble_key(b"ignora"));
+        assert_eq!(scramble_key(b"igno"), None);
+        assert_eq!(scramble_key(b"IGNORE"), None);
     }
 
     #[test]
