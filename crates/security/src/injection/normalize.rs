@@ -467,6 +467,11 @@ fn normalize_unicode(input: &str) -> Normalized {
             b.add(c, offset);
             continue;
         }
+        if let Some(letter) = enclosed_letter(c) {
+            b.out.signals.compat_folded += 1;
+            b.add(letter, offset);
+            continue;
+        }
         let mut changed = false;
         for d in std::iter::once(c).nfkd() {
             if d != c {
@@ -550,6 +555,21 @@ fn is_combining_mark(c: char) -> bool {
 
 fn is_math_or_enclosed(c: char) -> bool {
     matches!(c as u32, 0x1D400..=0x1D7FF | 0x2460..=0x24FF | 0x1F100..=0x1F1FF | 0x2100..=0x214F)
+}
+
+/// The letter of an enclosed or emoji letter that has no compatibility
+/// decomposition (so NFKC keeps it): negative circled and negative squared
+/// capitals (🅐, 🅰) and regional indicators (🇦), all used to spell words
+/// past keyword filters.
+fn enclosed_letter(c: char) -> Option<char> {
+    let code = c as u32;
+    let base = match code {
+        0x1F150..=0x1F169 => 0x1F150,
+        0x1F170..=0x1F189 => 0x1F170,
+        0x1F1E6..=0x1F1FF => 0x1F1E6,
+        _ => return None,
+    };
+    char::from_u32(u32::from(b'a') + code - base)
 }
 
 /// Han, kana, Hangul syllables and CJK punctuation-free letters: scripts
@@ -726,6 +746,17 @@ mod tests {
         let n = normalize("іgnоrе аll");
         assert_eq!(n.text, "ignore all");
         assert!(n.signals.mixed_script_words >= 1);
+    }
+
+    #[test]
+    fn folds_enclosed_and_emoji_letters_without_decompositions() {
+        assert_eq!(text("🅸🅶🅽🅾🆁🅴 🅟🅡🅘🅞🅡"), "ignore prior");
+        assert_eq!(text("🇮🇬🇳🇴🇷🇪 this"), "ignore this");
+        assert!(normalize("🅰🅱").signals.compat_folded == 2);
+        assert_eq!(enclosed_letter('🆉'), Some('z'));
+        assert_eq!(enclosed_letter('🅩'), Some('z'));
+        assert_eq!(enclosed_letter('🆊'), None);
+        assert_eq!(enclosed_letter('a'), None);
     }
 
     #[test]
