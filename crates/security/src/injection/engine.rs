@@ -117,9 +117,7 @@ impl Phrases {
             self.index.add(&twin, prefix, concept);
         }
     }
-}
 
-impl Phrases {
     /// Count `estimate` more occurrences per scan of ordinary text for `concept`.
     fn add_frequency(&mut self, concept: u32, estimate: f32) {
         let slot = concept as usize;
@@ -304,9 +302,8 @@ impl Compiled {
         })
     }
 
-    /// Scan `input` (one window) and return the rules that matched.
-    /// Scan `input`; marker rules (see `CompiledRule::marker`) are tried
-    /// only with `markers`.
+    /// Scan `input` (one window) and return the rules that matched; marker
+    /// rules (see `CompiledRule::marker`) are tried only with `markers`.
     pub(crate) fn scan(&self, input: &str, markers: bool) -> Scan {
         let normalized = normalize(input);
         let text = normalized.text.as_str();

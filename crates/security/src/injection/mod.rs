@@ -334,8 +334,8 @@ impl PromptInjectionDetector {
         })
     }
 
-    /// Combine the rules with a lexical model (weighed by `lexical_weight`
-    /// and `lexical_offset`), e.g. [`LexicalModel::builtin`] or one trained
+    /// Combine the rules with a lexical model (weighed by `lexical_weight`,
+    /// `lexical_offset` and `lexical_length_penalty`), e.g. [`LexicalModel::builtin`] or one trained
     /// on your own prompts.
     pub fn with_lexical_model(mut self, model: Arc<LexicalModel>) -> Self {
         self.lexical = Some(model);
@@ -524,6 +524,34 @@ impl PromptInjectionDetector {
         })
     }
 
+    /// What the lexical model adds for a window with word view `normalized`
+    /// (0 without a model): `lexical_weight × (logit − lexical_offset −
+    /// length penalty)`, at most `family_cap`, when positive.
+    ///
+    /// Quotations are not discounted here: the model was trained on prompts
+    /// that quote attacks to ask about them (the thirteenth and fourteenth
+    /// rounds) and weighs such frames itself; discounting it in quoting
+    /// windows lost attacks on unseen rounds and cleared no false alarm.
+    fn lexical_weight(&self, normalized: &Normalized) -> f32 {
+        let Some(model) = &self.lexical else {
+            return 0.0;
+        };
+        if self.config.lexical_weight <= 0.0 {
+            return 0.0;
+        }
+        let logit = model.logit(&normalized.text, &normalized.words);
+        let words = normalized.words.len();
+        let length_penalty = if words > LEXICAL_REFERENCE_WORDS {
+            self.config.lexical_length_penalty
+                * (words as f32 / LEXICAL_REFERENCE_WORDS as f32).ln()
+        } else {
+            0.0
+        };
+        let weight =
+            self.config.lexical_weight * (logit - self.config.lexical_offset - length_penalty);
+        weight.min(self.config.family_cap).max(0.0)
+    }
+
     fn scan_window(&self, window: &str, base: usize, depth: u8) -> (f32, Vec<RuleMatch>) {
         // Markers of quotation frames are looked for in the second scan only.
         let scan = self.compiled.scan(window, false);
@@ -579,35 +607,16 @@ impl PromptInjectionDetector {
                 encoding: None,
             });
         }
-        if let Some(model) = &self.lexical
-            && self.config.lexical_weight > 0.0
-        {
-            let logit = model.logit(&scan.normalized.text, &scan.normalized.words);
-            let words = scan.normalized.words.len();
-            let length_penalty = if words > LEXICAL_REFERENCE_WORDS {
-                self.config.lexical_length_penalty
-                    * (words as f32 / LEXICAL_REFERENCE_WORDS as f32).ln()
-            } else {
-                0.0
-            };
-            // Quotations are not discounted here: the model was trained on
-            // prompts that quote attacks to ask about them (the thirteenth and
-            // fourteenth rounds) and weighs such frames itself; discounting
-            // it in quoting windows lost attacks on unseen rounds and cleared
-            // no false alarm.
-            let weight = (self.config.lexical_weight
-                * (logit - self.config.lexical_offset - length_penalty))
-                .min(self.config.family_cap);
-            if weight > 0.0 {
-                score += weight;
-                matches.push(RuleMatch {
-                    rule: "model.lexical".into(),
-                    family: LEXICAL_FAMILY.into(),
-                    weight,
-                    span: base..base + window.len(),
-                    encoding: None,
-                });
-            }
+        let lexical = self.lexical_weight(&scan.normalized);
+        if lexical > 0.0 {
+            score += lexical;
+            matches.push(RuleMatch {
+                rule: "model.lexical".into(),
+                family: LEXICAL_FAMILY.into(),
+                weight: lexical,
+                span: base..base + window.len(),
+                encoding: None,
+            });
         }
         let signals = scan.normalized.signals;
         let whole = base..base + window.len();
@@ -671,7 +680,14 @@ impl PromptInjectionDetector {
                 }
                 let span = base + blob.start..base + blob.end;
                 score += inner;
-                let inner_count = inner_matches.len();
+                // Hiding rule evidence earns the bonus; the lexical model's
+                // reading of the decoded text counts as itself only.
+                let inner_rules = inner
+                    - inner_matches
+                        .iter()
+                        .filter(|m| &*m.family == LEXICAL_FAMILY)
+                        .map(|m| m.weight)
+                        .sum::<f32>();
                 for m in inner_matches {
                     matches.push(RuleMatch {
                         span: span.clone(),
@@ -679,10 +695,6 @@ impl PromptInjectionDetector {
                         ..m
                     });
                 }
-                // Hiding rule evidence earns the bonus; the lexical model's
-                // reading of the decoded text counts as itself only.
-                let inner_rules =
-                    inner - inner_matches_model_weight(&matches[matches.len() - inner_count..]);
                 if inner_rules >= 0.7 {
                     score += ENCODED_PAYLOAD_BONUS;
                     matches.push(RuleMatch {
@@ -697,15 +709,6 @@ impl PromptInjectionDetector {
         }
         (score, matches)
     }
-}
-
-/// The lexical model's share of `matches`.
-fn inner_matches_model_weight(matches: &[RuleMatch]) -> f32 {
-    matches
-        .iter()
-        .filter(|m| &*m.family == LEXICAL_FAMILY)
-        .map(|m| m.weight)
-        .sum()
 }
 
 /// Families of the scores of whole texts rather than of rules.

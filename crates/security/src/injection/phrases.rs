@@ -369,6 +369,19 @@ impl PhraseIndex {
         }
     }
 
+    /// The child of trie node `n` (index `node`) by word `id`, or `NONE`.
+    fn child(&self, n: &Node, node: u32, id: u32) -> u32 {
+        if id == NONE {
+            NONE
+        } else if n.wide {
+            self.wide.get(&wide_key(node, id)).copied().unwrap_or(NONE)
+        } else {
+            n.children
+                .binary_search_by_key(&id, |c| c.0)
+                .map_or(NONE, |k| n.children[k].1)
+        }
+    }
+
     /// The dictionary word `word` is a shuffled spelling of (its inner
     /// letters in another order), if it is one of [`SCRAMBLE_WORDS`].
     fn unscrambled(&self, word: &[u8]) -> Option<u32> {
@@ -456,19 +469,7 @@ impl PhraseIndex {
                         }
                     }
                 }
-                let next_id = ids[j + 1];
-                node = if next_id == NONE {
-                    NONE
-                } else if n.wide {
-                    self.wide
-                        .get(&wide_key(node, next_id))
-                        .copied()
-                        .unwrap_or(NONE)
-                } else {
-                    n.children
-                        .binary_search_by_key(&next_id, |c| c.0)
-                        .map_or(NONE, |k| n.children[k].1)
-                };
+                node = self.child(n, node, ids[j + 1]);
                 j += 1;
             }
         }
