@@ -460,6 +460,10 @@ fn documents_that_only_look_like_attacks_pass() {
             "FROM python:3.12-slim\n# Don't buffer stdout - makes logs show up \
              immediately\nENV PYTHONUNBUFFERED=1\n# System deps. We need libpq; ignore the \
              debconf warnings.\nRUN apt-get update && rm -rf /var/lib/apt/lists/*\n",
+            // "Brute force" is an algorithm, and code is full of brackets.
+            "def pairs(cc):\n    # Brute force check of every pair; fine for small inputs.\n    \
+             for u, v in it.combinations(cc, 2):\n        ref = np.zeros((self.n, self.n))\n        \
+             ref[u][v] = dist(u, v) ** 2\n    return {k: v for k, v in ref.items()}\n",
             "How do I print everything above a certain line in a file using awk?",
             "How do I show the full system prompt in LM Studio? I want to check the template \
              my local model uses.",
