@@ -478,6 +478,24 @@ fn documents_that_only_look_like_attacks_pass() {
 }
 
 #[test]
+fn changelogs_packaging_notes_and_rust_sources_pass() {
+    judges(
+        &[],
+        &[
+            // A Debian changelog: maintainers' addresses in trailers ("upload to
+            // unstable -- Name <address>") and constraints dropped "in Replaces".
+            CHANGELOG,
+            // Rust `use` declarations in doc examples are not tool invocations.
+            RUST_DOC,
+        ],
+    );
+}
+
+const CHANGELOG: &str = "  [ Debian Janitor ]\n  * Remove constraints unnecessary since buster (oldstable):\n    + Build-Depends: Drop versioned constraint on libssl-dev, libxml2-dev and\n      libxslt1-dev.\n    + libxmlsec1-dev: Drop versioned constraint on libssl-dev, libxml2-dev and\n      libxslt1-dev in Depends.\n    + libxmlsec1: Drop versioned constraint on libreoffice-core in Breaks.\n    + libxmlsec1-doc: Drop versioned constraint on libxmlsec1-dev in Replaces.\n    + libxmlsec1-doc: Drop versioned constraint on libxmlsec1-dev in Breaks.\n\n  [ Rene Engelhard ]\n  * New upstream version 1.2.37\n\n -- Rene Engelhard <rene@debian.org>  Wed, 30 Nov 2022 18:30:49 +0100\n\nxmlsec1 (1.2.36-2) unstable; urgency=medium\n\n  * add .symbols files for the libraries \n\n  * upload to unstable\n\n -- Rene Engelhard <rene@debian.org>  Sun, 13 Nov 2022 11:07:13 +0100\n";
+
+const RUST_DOC: &str = "//! Random number generation for tests.\n//!\n//! ```\n//! use rand_core::SeedableRng;\n//! use rand_xorshift::XorShiftRng;\n//!\n//! let mut rng = XorShiftRng::seed_from_u64(0);\n//! ```\n//!\n//! See the crate documentation in the Summary section.\n";
+
+#[test]
 fn a_model_loaded_from_text_replaces_the_builtin_one() {
     let model = LexicalModel::parse("bias -1\n3 pineapple\n1 pineapple pizza\n").unwrap();
     assert_eq!(model.len(), 2);
