@@ -211,7 +211,7 @@ fn detector_keeps_false_alarms_rare_next_to_jailbreak_vocabulary() {
 /// them after they had been measured unseen, and on the twenty-fifth and
 /// twenty-sixth, written as training data and measured unseen first; rules
 /// were tuned on the twenty-seventh after it had been measured unseen, and the
-/// model was not trained on it.)
+/// model was then retrained with it.)
 const UNTUNED: [&str; 1] = ["holdout24_"];
 
 /// Family prefix of the thirteenth round.

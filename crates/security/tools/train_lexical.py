@@ -16,6 +16,8 @@ Training data:
   and code look unlike the corpus's benign prompts, and flags them. The
   shipped model used the README.md, CHANGELOG.md and src/lib.rs of the crates
   in the local cargo registry and the Python standard library's modules.
+  The shipped model also used the Python packages installed beside the
+  standard library and the Debian documentation under /usr/share/doc.
   `--held-out FILE` writes the other half's chunks as JSON lines, to measure
   false positives on technical text the model never saw. Which files the
   globs match depends on the machine (the crates the registry holds), so a
@@ -28,7 +30,9 @@ Needs scikit-learn (pip install scikit-learn).
         --technical "$HOME/.cargo/registry/src/*/*/README.md" \\
         --technical "$HOME/.cargo/registry/src/*/*/CHANGELOG.md" \\
         --technical "$HOME/.cargo/registry/src/*/*/src/lib.rs" \\
-        --technical "$(python3 -c 'import sysconfig; print(sysconfig.get_paths()["stdlib"])')/*.py"
+        --technical "$(python3 -c 'import sysconfig; print(sysconfig.get_paths()["stdlib"])')/*.py" \\
+        --technical "$(python3 -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')/*/*.py" \\
+        --technical "/usr/share/doc/*/*"
 """
 import argparse
 import glob
