@@ -86,6 +86,9 @@ struct Word {
     chars: Vec<(char, u32)>,
     has_ascii_letter: bool,
     has_confusable: bool,
+    /// A confusable from another script (Cyrillic, Greek …), not a Latin
+    /// letter of a language's own alphabet such as Turkish dotless ı.
+    has_foreign_confusable: bool,
     has_digit: bool,
     has_alpha: bool,
     pending_invisible: bool,
@@ -97,6 +100,7 @@ impl Word {
             chars: Vec::with_capacity(32),
             has_ascii_letter: false,
             has_confusable: false,
+            has_foreign_confusable: false,
             has_digit: false,
             has_alpha: false,
             pending_invisible: false,
@@ -107,6 +111,7 @@ impl Word {
         self.chars.clear();
         self.has_ascii_letter = false;
         self.has_confusable = false;
+        self.has_foreign_confusable = false;
         self.has_digit = false;
         self.has_alpha = false;
         self.pending_invisible = false;
@@ -159,6 +164,9 @@ impl Builder {
                 self.word.has_alpha = true;
                 if confusable(c).is_some() {
                     self.word.has_confusable = true;
+                    if !matches!(c as u32, 0x0080..=0x024F) {
+                        self.word.has_foreign_confusable = true;
+                    }
                 }
             }
             if self.word.chars.is_empty() {
@@ -183,7 +191,7 @@ impl Builder {
         }
         let fold_confusables = word.has_confusable && word.has_ascii_letter;
         let fold_leet = word.has_digit && word.has_alpha && word.chars.len() > 2;
-        if fold_confusables {
+        if fold_confusables && word.has_foreign_confusable {
             self.out.signals.mixed_script_words += 1;
         }
         if fold_leet {
@@ -549,8 +557,46 @@ fn classify_invisible(c: char) -> Invisible {
     }
 }
 
+/// Marks dropped from words: Latin combining diacritics, kana voicing marks,
+/// Arabic vowel signs (harakat) and the tatweel stretch, Hebrew points, and the
+/// nukta and virama of the Indic scripts. Written or omitted at will, they
+/// would otherwise split a word or keep it from matching (the virama and nukta
+/// are not letters, so a word would break at them).
 fn is_combining_mark(c: char) -> bool {
-    matches!(c as u32, 0x0300..=0x036F | 0x1AB0..=0x1AFF | 0x1DC0..=0x1DFF | 0x20D0..=0x20FF | 0xFE20..=0xFE2F | 0x3099 | 0x309A)
+    matches!(
+        c as u32,
+        0x0300..=0x036F
+            | 0x1AB0..=0x1AFF
+            | 0x1DC0..=0x1DFF
+            | 0x20D0..=0x20FF
+            | 0xFE20..=0xFE2F
+            | 0x3099
+            | 0x309A
+            | 0x0591..=0x05BD
+            | 0x05BF
+            | 0x05C1..=0x05C2
+            | 0x05C4..=0x05C5
+            | 0x05C7
+            | 0x0610..=0x061A
+            | 0x0640
+            | 0x064B..=0x065F
+            | 0x0670
+            | 0x093C
+            | 0x094D
+            | 0x09BC
+            | 0x09CD
+            | 0x0A3C
+            | 0x0A4D
+            | 0x0ABC
+            | 0x0ACD
+            | 0x0B3C
+            | 0x0B4D
+            | 0x0BCD
+            | 0x0C4D
+            | 0x0CBC
+            | 0x0CCD
+            | 0x0D4D
+    )
 }
 
 fn is_math_or_enclosed(c: char) -> bool {
@@ -746,6 +792,25 @@ mod tests {
         let n = normalize("іgnоrе аll");
         assert_eq!(n.text, "ignore all");
         assert!(n.signals.mixed_script_words >= 1);
+    }
+
+    #[test]
+    fn a_latin_letter_of_a_languages_own_alphabet_is_no_mixed_script_signal() {
+        // Turkish dotless ı reads as i but is not a homoglyph from another script.
+        let n = normalize("önceki talimatların hepsi");
+        assert_eq!(n.text, "onceki talimatlarin hepsi");
+        assert_eq!(n.signals.mixed_script_words, 0);
+    }
+
+    #[test]
+    fn arabic_vowel_signs_and_indic_viramas_are_dropped_not_word_breaks() {
+        // With and without harakat and tatweel, the same words.
+        assert_eq!(text("انسَ التعليمـات"), text("انس التعليمات"));
+        assert_eq!(text("انسَ التعليمـات").split(' ').count(), 2);
+        // निर्देश (instruction) and आज़ाद (free) stay one word each.
+        assert_eq!(text("निर्देश आज़ाद").split(' ').count(), 2);
+        // Hebrew points go the same way.
+        assert_eq!(text("שָׁלוֹם"), text("שלום"));
     }
 
     #[test]
