@@ -25,6 +25,9 @@ pub enum Encoding {
     /// A Caesar shift of the letters, looked for only in a text that speaks
     /// of a Caesar cipher or a shift.
     Caesar,
+    /// Words split into fragments (`ig nore`, `inst ruct ions`, one word per
+    /// line), read with the fragments joined.
+    SplitWords,
 }
 
 /// A decoded blob.
@@ -391,8 +394,9 @@ pub(crate) fn find_blobs(
             Encoding::Reversed => Some(raw.chars().rev().collect::<String>().into_bytes()),
             Encoding::Morse => decode_morse(raw),
             Encoding::Decimal => decode_decimal(raw),
-            // Decoded by `caesar_blob`, which knows the shift.
-            Encoding::Caesar => None,
+            // Decoded by `caesar_blob`, which knows the shift; split words
+            // are joined from the normalised view, never found as blobs.
+            Encoding::Caesar | Encoding::SplitWords => None,
         };
         if let Some(text) = decoded.and_then(as_text) {
             blobs.push(Blob {

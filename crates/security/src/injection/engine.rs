@@ -84,6 +84,8 @@ pub(crate) struct RawMatch {
 pub(crate) struct Scan {
     pub(crate) normalized: Normalized,
     pub(crate) matches: Vec<RawMatch>,
+    /// Per word of `normalized`: whether it is a word of some rule phrase.
+    pub(crate) known_words: Vec<bool>,
 }
 
 /// The lexicon phrases of a rule set as they are added, with an estimate of
@@ -304,13 +306,20 @@ impl Compiled {
 
     /// Scan `input` (one window) and return the rules that matched; marker
     /// rules (see `CompiledRule::marker`) are tried only with `markers`.
+    /// Whether `word` (lowercase, normalised) is a word of some rule phrase.
+    pub(crate) fn knows_word(&self, word: &[u8]) -> bool {
+        self.phrases.knows(word)
+    }
+
     pub(crate) fn scan(&self, input: &str, markers: bool) -> Scan {
         let normalized = normalize(input);
         let text = normalized.text.as_str();
         let mut flat: Vec<(u32, Hit)> = Vec::with_capacity(normalized.words.len());
-        if !self.phrases.is_empty() {
-            self.phrases.scan(text, &normalized.words, &mut flat);
-        }
+        let known_words = if self.phrases.is_empty() {
+            vec![false; normalized.words.len()]
+        } else {
+            self.phrases.scan(text, &normalized.words, &mut flat)
+        };
         if !self.regexes.is_empty() {
             let mut runs: Vec<Run> = self
                 .regexes
@@ -372,6 +381,7 @@ impl Compiled {
         Scan {
             normalized,
             matches,
+            known_words,
         }
     }
 }
@@ -823,7 +833,11 @@ impl Hits {
         };
         for &c in shared {
             let range = hits.range(c);
-            if let Some(bucket) = hits.spans.get_mut(range) {
+            // Often one source fed the concept, or the sources' hits did not
+            // interleave: checking is cheaper than sorting again.
+            if let Some(bucket) = hits.spans.get_mut(range)
+                && !bucket.is_sorted()
+            {
                 bucket.sort_unstable();
             }
         }

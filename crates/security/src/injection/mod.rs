@@ -285,6 +285,11 @@ const BIDI_WEIGHT: f32 = 0.4;
 const INVISIBLE_WEIGHT: f32 = 0.4;
 const MIXED_SCRIPT_WEIGHT: f32 = 0.4;
 const ENCODED_PAYLOAD_BONUS: f32 = 0.3;
+/// Added when joining split words (`ig nore`) reveals rule evidence the text
+/// did not show: splitting words only to hide them is evasion.
+const SPLIT_WORDS_BONUS: f32 = 0.3;
+/// Rule evidence the joined words must add before they count.
+const SPLIT_WORDS_MIN_GAIN: f32 = 0.5;
 
 /// Scores texts for prompt injection with a compiled [`RuleSet`] and,
 /// optionally, a [`LexicalModel`] and a [`Classifier`]. `Sync`, and cheap to clone (the compiled rules are shared),
@@ -554,7 +559,13 @@ impl PromptInjectionDetector {
 
     fn scan_window(&self, window: &str, base: usize, depth: u8) -> (f32, Vec<RuleMatch>) {
         // Markers of quotation frames are looked for in the second scan only.
-        let scan = self.compiled.scan(window, false);
+        // `@ $ !` standing for letters inside words (`p@ssw0rd`, `scr!pt`) are
+        // read as those letters where that spells a word of the rules; the
+        // view keeps every byte where it was, so spans stay true.
+        let folded = fold_symbol_letters(window, |w| self.compiled.knows_word(w));
+        let scan = self
+            .compiled
+            .scan(folded.as_deref().unwrap_or(window), false);
         let mut score = 0.0f32;
         let mut matches = Vec::with_capacity(scan.matches.len());
         // Positive weights are capped per family, so many paraphrases of one idea
@@ -564,10 +575,16 @@ impl PromptInjectionDetector {
         // `discussion` family matched): what lies inside double quotes counts
         // at a discount.
         let discount = self.quote_discount(window, &scan.matches);
+        // Whether a harmful topic was named (a weightless `harm_topic` rule).
+        let mut harm_topic = false;
         for m in &scan.matches {
             let rule = &self.compiled.rules[m.rule];
             if rule.marker {
                 // A marker: it weighs nothing and is not reported.
+                continue;
+            }
+            if rule.weight == 0.0 && &*rule.family == HARM_TOPIC_FAMILY {
+                harm_topic = true;
                 continue;
             }
             // In a text that only quotes, a discounted hit also fills its
@@ -652,6 +669,57 @@ impl PromptInjectionDetector {
             MIXED_SCRIPT_WEIGHT,
             signals.mixed_script_words >= 1,
         );
+        // A harmful request written so that filters miss it: leetspeak inside
+        // words (`h0w`, `p@ssw0rd`) or words spelled out letter by letter.
+        if harm_topic
+            && (leet_words(window) >= MIN_LEET_WORDS
+                || signals.joined_letters >= MIN_JOINED_LETTERS)
+        {
+            score += OBFUSCATED_HARM_WEIGHT;
+            matches.push(RuleMatch {
+                rule: "encoding.obfuscated_harm".into(),
+                family: "encoding".into(),
+                weight: OBFUSCATED_HARM_WEIGHT,
+                span: whole.clone(),
+                encoding: None,
+            });
+        }
+
+        if depth < self.config.max_decode_depth
+            && let Some(joined) = normalize::rejoin_fragments(
+                &scan.normalized.text,
+                &scan.normalized.words,
+                &scan.known_words,
+                |w| self.compiled.knows_word(w),
+            )
+        {
+            let rules_only = |matches: &[RuleMatch]| -> f32 {
+                matches
+                    .iter()
+                    .filter(|m| &*m.family != LEXICAL_FAMILY)
+                    .map(|m| m.weight)
+                    .sum()
+            };
+            let before = rules_only(&matches);
+            // Read once: the joined view is not joined or decoded again.
+            let (inner, inner_matches) = self.scan_windows(&joined, self.config.max_decode_depth);
+            if rules_only(&inner_matches) - before >= SPLIT_WORDS_MIN_GAIN && inner > score {
+                // The joined reading replaces the split one.
+                score = inner + SPLIT_WORDS_BONUS;
+                matches.extend(inner_matches.into_iter().map(|m| RuleMatch {
+                    span: whole.clone(),
+                    encoding: Some(Encoding::SplitWords),
+                    ..m
+                }));
+                matches.push(RuleMatch {
+                    rule: "encoding.split_words".into(),
+                    family: "encoding".into(),
+                    weight: SPLIT_WORDS_BONUS,
+                    span: whole.clone(),
+                    encoding: Some(Encoding::SplitWords),
+                });
+            }
+        }
 
         if depth < self.config.max_decode_depth {
             let mut blobs = decode::find_blobs(
@@ -709,6 +777,122 @@ impl PromptInjectionDetector {
         }
         (score, matches)
     }
+}
+
+/// Weightless rules of this family mark a harmful topic (weapons, drugs,
+/// intrusion, fraud …) so that an obfuscated request for one counts as evasion.
+const HARM_TOPIC_FAMILY: &str = "harm_topic";
+
+/// Added when a harmful topic is requested in leetspeak or spelled out.
+const OBFUSCATED_HARM_WEIGHT: f32 = 1.0;
+/// Leetspeak words (see [`leet_words`]) that make a text obfuscated.
+const MIN_LEET_WORDS: usize = 3;
+/// Letters joined from single spaced letters that make a text obfuscated.
+const MIN_JOINED_LETTERS: usize = 8;
+
+/// `text` with `@`, `$` and `!` read as `a`, `s` and `i` inside the words
+/// where that, with leetspeak digits folded, spells a `known` word (`th@t`,
+/// `p@55w0rd`, `scr!pt`, `@cc3ss`); `None` when no word changes. E-mail
+/// addresses and host names (`a@b.com`), handles and shell variables keep their
+/// symbols unless the folded word is known. One ASCII byte replaces another,
+/// so every offset into the text stays valid.
+fn fold_symbol_letters(text: &str, known: impl Fn(&[u8]) -> bool) -> Option<String> {
+    let bytes = text.as_bytes();
+    if !bytes.iter().any(|b| matches!(b, b'@' | b'$' | b'!')) {
+        return None;
+    }
+    let in_word = |b: u8| b.is_ascii_alphanumeric() || matches!(b, b'@' | b'$' | b'!');
+    let mut out: Option<Vec<u8>> = None;
+    let mut candidate: Vec<u8> = Vec::new();
+    let mut i = 0;
+    while i < bytes.len() {
+        if !in_word(bytes[i]) {
+            i += 1;
+            continue;
+        }
+        let start = i;
+        while i < bytes.len() && in_word(bytes[i]) {
+            i += 1;
+        }
+        // Exclamation marks ending a word are punctuation.
+        let mut end = i;
+        while end > start && bytes[end - 1] == b'!' {
+            end -= 1;
+        }
+        let word = &bytes[start..end];
+        let symbols = word.iter().any(|b| matches!(b, b'@' | b'$' | b'!'));
+        let letters = word.iter().filter(|b| b.is_ascii_alphabetic()).count();
+        if !symbols || letters < 2 || word.len() > 32 {
+            continue;
+        }
+        candidate.clear();
+        candidate.extend(word.iter().map(|&b| match b.to_ascii_lowercase() {
+            b'@' | b'4' => b'a',
+            b'$' | b'5' => b's',
+            b'!' | b'1' => b'i',
+            b'0' => b'o',
+            b'3' => b'e',
+            b'7' => b't',
+            c => c,
+        }));
+        if !known(&candidate) {
+            continue;
+        }
+        let out = out.get_or_insert_with(|| bytes.to_vec());
+        for (k, &b) in word.iter().enumerate() {
+            out[start + k] = match b {
+                b'@' => b'a',
+                b'$' => b's',
+                b'!' => b'i',
+                other => other,
+            };
+        }
+    }
+    // Only ASCII bytes were replaced by ASCII bytes.
+    out.and_then(|v| String::from_utf8(v).ok())
+}
+
+/// Words of `text` written in leetspeak: a digit standing for a letter
+/// (`0 1 3 4 5 7`) or `@ $ !` between two characters of a word that has
+/// letters (`h0w`, `w1th0ut`, `p@55w0rd`, `scr!pt`). Digits at a word's end
+/// (`sha256`, `ipv4`) and e-mail addresses do not count.
+fn leet_words(text: &str) -> usize {
+    let is_leet = |b: u8| {
+        matches!(
+            b,
+            b'0' | b'1' | b'3' | b'4' | b'5' | b'7' | b'@' | b'$' | b'!'
+        )
+    };
+    let in_word = |b: u8| b.is_ascii_alphanumeric() || matches!(b, b'@' | b'$' | b'!');
+    let bytes = text.as_bytes();
+    let mut count = 0;
+    let mut i = 0;
+    while i < bytes.len() {
+        if !in_word(bytes[i]) {
+            i += 1;
+            continue;
+        }
+        let start = i;
+        while i < bytes.len() && in_word(bytes[i]) {
+            i += 1;
+        }
+        let word = &bytes[start..i];
+        // An address or a host name goes on after a dot.
+        let dotted =
+            bytes.get(i) == Some(&b'.') && bytes.get(i + 1).is_some_and(u8::is_ascii_alphanumeric);
+        let letters = word.iter().filter(|b| b.is_ascii_alphabetic()).count();
+        let near = |b: u8| b.is_ascii_alphabetic() || is_leet(b);
+        let inner = word.windows(3).any(|w| {
+            is_leet(w[1])
+                && near(w[0])
+                && near(w[2])
+                && (w[0].is_ascii_alphabetic() || w[2].is_ascii_alphabetic())
+        });
+        if letters >= 2 && inner && !(dotted && word.contains(&b'@')) {
+            count += 1;
+        }
+    }
+    count
 }
 
 /// Families of the scores of whole texts rather than of rules.
@@ -1045,7 +1229,32 @@ pub fn naive_contains_injection(content: &str) -> bool {
 
 #[cfg(test)]
 mod tests {
-    use super::quoted_spans;
+    use super::{fold_symbol_letters, leet_words, quoted_spans};
+
+    #[test]
+    fn leetspeak_words_are_counted_without_identifiers_or_addresses() {
+        assert_eq!(leet_words("h0w d0 1 g3t @cc3ss t0 th31r p@55c0d3"), 5);
+        assert_eq!(leet_words("scr!pt th@t s@ved"), 3);
+        assert_eq!(
+            leet_words("sha256 ipv4 utf8 x86 b2b mail me at a@b.com!"),
+            0
+        );
+    }
+
+    #[test]
+    fn symbols_read_as_letters_only_where_they_spell_known_words() {
+        let known = |w: &[u8]| matches!(w, b"that" | b"passwords" | b"script" | b"access");
+        assert_eq!(
+            fold_symbol_letters("a scr!pt th@t steals p@55w0rds! and @cc3ss", known).as_deref(),
+            Some("a script that steals pa55w0rds! and acc3ss")
+        );
+        // Addresses, handles, shell variables and exclamations keep their symbols.
+        assert_eq!(
+            fold_symbol_letters("mail root@host or @alice, echo $HOME! wow!", known),
+            None
+        );
+        assert_eq!(fold_symbol_letters("no symbols", known), None);
+    }
 
     #[test]
     fn quotations_are_found_on_one_line_and_data_strings_are_not_quotations() {

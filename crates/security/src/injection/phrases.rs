@@ -392,6 +392,24 @@ impl PhraseIndex {
         self.scrambled.get(&scramble_key(word)?).copied()
     }
 
+    /// Whether `word` (a lowercase word of the normalised view) occurs in a
+    /// phrase of the index as it is spelled.
+    pub(crate) fn knows(&self, word: &[u8]) -> bool {
+        if word.is_empty() {
+            return false;
+        }
+        let head = head_at(word, 0, word.len());
+        let bit = filter_bit(head, word.len());
+        self.filter
+            .get(bit / 64)
+            .is_some_and(|w| w & (1 << (bit % 64)) != 0)
+            && if word.len() <= 8 {
+                self.short.contains_key(&head)
+            } else {
+                self.words.contains_key(word)
+            }
+    }
+
     /// Whether the index holds no phrase.
     pub(crate) fn is_empty(&self) -> bool {
         self.short.is_empty()
@@ -400,8 +418,14 @@ impl PhraseIndex {
     }
 
     /// Push `(concept, hit)` for every phrase occurrence in `text`, a word view
-    /// whose words are at `words` (byte ranges, in order).
-    pub(crate) fn scan(&self, text: &str, words: &[(u32, u32)], out: &mut Vec<(u32, Hit)>) {
+    /// whose words are at `words` (byte ranges, in order). Returns, per word,
+    /// whether it is a word of some phrase (as spelled or shuffled).
+    pub(crate) fn scan(
+        &self,
+        text: &str,
+        words: &[(u32, u32)],
+        out: &mut Vec<(u32, Hit)>,
+    ) -> Vec<bool> {
         let bytes = text.as_bytes();
         let spans = words;
         // First eight bytes and dictionary id of every word, once per word.
@@ -473,6 +497,7 @@ impl PhraseIndex {
                 j += 1;
             }
         }
+        ids.iter().map(|&id| id != NONE).collect()
     }
 }
 
@@ -492,7 +517,7 @@ mod tests {
     fn hits(index: &PhraseIndex, text: &str) -> Vec<(u32, String)> {
         let mut out = Vec::new();
         let words = crate::injection::normalize::word_spans(text);
-        index.scan(text, &words, &mut out);
+        let _ = index.scan(text, &words, &mut out);
         out.into_iter()
             .map(|(c, h)| (c, text[h.start..h.end].to_owned()))
             .collect()
@@ -631,7 +656,7 @@ mod tests {
             index.finish();
             let words = crate::injection::normalize::word_spans(&text);
             let mut found = Vec::new();
-            index.scan(&text, &words, &mut found);
+            let _ = index.scan(&text, &words, &mut found);
             let mut found: Vec<(u32, usize, usize)> = found
                 .into_iter()
                 .map(|(c, h)| {
