@@ -28,6 +28,11 @@ pub enum Encoding {
     /// Words split into fragments (`ig nore`, `inst ruct ions`, one word per
     /// line), read with the fragments joined.
     SplitWords,
+    /// Pig Latin (`ignoreway ouryay ulesray`), read back into English.
+    PigLatin,
+    /// Bits written as two kinds of zero-width characters (U+200B for 0 and
+    /// U+200C for 1, or another pair), eight to a byte.
+    InvisibleBinary,
 }
 
 /// A decoded blob.
@@ -274,6 +279,73 @@ const MAX_CAESAR_WORDS: usize = 256;
 /// three: the frame around a shifted payload stays plain, so only the words it
 /// changes count. Characters outside ASCII become spaces. For a text that
 /// mentions a Caesar cipher or a shift; at most `max_len` bytes.
+/// Characters that carry bits in invisible binary.
+fn is_invisible_bit(c: char) -> bool {
+    matches!(
+        c,
+        '\u{200B}' | '\u{200C}' | '\u{200D}' | '\u{2060}' | '\u{FEFF}'
+    )
+}
+
+/// Runs of at least eight bytes written in two kinds of zero-width characters
+/// (see [`Encoding::InvisibleBinary`]), decoded; at most `max_blobs`, each
+/// run at most `max_len` bytes of input. The lower code point is read as 0
+/// first, then the other way round if that does not read as text.
+pub(crate) fn invisible_binary_blobs(input: &str, max_len: usize, max_blobs: usize) -> Vec<Blob> {
+    const MIN_BITS: usize = 64;
+    let mut blobs = Vec::new();
+    let mut chars = input.char_indices().peekable();
+    while let Some((start, c)) = chars.next() {
+        if blobs.len() >= max_blobs {
+            break;
+        }
+        if !is_invisible_bit(c) {
+            continue;
+        }
+        let mut kinds = [c, c];
+        let mut bits = vec![c];
+        let mut end = start + c.len_utf8();
+        while let Some(&(at, next)) = chars.peek() {
+            if !is_invisible_bit(next) || at - start >= max_len {
+                break;
+            }
+            if next != kinds[0] {
+                if kinds[1] != kinds[0] && next != kinds[1] {
+                    break;
+                }
+                kinds[1] = next;
+            }
+            bits.push(next);
+            end = at + next.len_utf8();
+            chars.next();
+        }
+        if bits.len() < MIN_BITS || kinds[0] == kinds[1] {
+            continue;
+        }
+        let low = kinds[0].min(kinds[1]);
+        let decode = |one_is_low: bool| {
+            let bytes: Vec<u8> = bits
+                .chunks_exact(8)
+                .map(|byte| {
+                    byte.iter().fold(0u8, |acc, &b| {
+                        (acc << 1) | u8::from((b == low) == one_is_low)
+                    })
+                })
+                .collect();
+            as_text(bytes)
+        };
+        if let Some(text) = decode(false).or_else(|| decode(true)) {
+            blobs.push(Blob {
+                start,
+                end,
+                encoding: Encoding::InvisibleBinary,
+                text,
+            });
+        }
+    }
+    blobs
+}
+
 pub(crate) fn caesar_blob(input: &str, max_len: usize) -> Option<Blob> {
     if input.len() > max_len {
         return None;
@@ -396,7 +468,10 @@ pub(crate) fn find_blobs(
             Encoding::Decimal => decode_decimal(raw),
             // Decoded by `caesar_blob`, which knows the shift; split words
             // are joined from the normalised view, never found as blobs.
-            Encoding::Caesar | Encoding::SplitWords => None,
+            Encoding::Caesar
+            | Encoding::SplitWords
+            | Encoding::PigLatin
+            | Encoding::InvisibleBinary => None,
         };
         if let Some(text) = decoded.and_then(as_text) {
             blobs.push(Blob {

@@ -12,23 +12,31 @@
 //! 1. It is cut into windows of `window_bytes` (overlapping by `window_overlap`)
 //!    so memory stays bounded; the text's score is the highest window score.
 //! 2. Each window is normalised ([`normalize()`]) and scanned: every rule whose
-//!    phrase sequence occurs adds its weight once. Evidence of smuggling seen by
-//!    the normaliser (tag characters, bidi controls, invisible characters inside
-//!    words, mixed-script words) adds fixed weights.
-//! 3. Base64, hex, binary, URL-encoded and Morse blobs are decoded, a text
-//!    that speaks of a Caesar cipher or a shift is read with the shift that
-//!    turns the most of its words into English, and text after a
-//!    right-to-left override (U+202E) is read in display order (bounded count,
-//!    size and depth); they are scanned the same way, and what they contain
-//!    counts, plus a bonus for hiding it.
-//! 4. The lexical model ([`LexicalModel`], built in by
+//!    phrase sequence occurs adds its weight once. `@ $ ! |` inside a word are
+//!    read as `a s i l` first where that spells a word of the rules (`p@ssw0rd`).
+//!    Evidence of smuggling seen by the normaliser (tag characters, bidi
+//!    controls, invisible characters inside words, mixed-script words) adds
+//!    fixed weights, and so does a harmful topic (a weightless rule of the
+//!    `harm_topic` family) asked for in leetspeak or spelled out letter by
+//!    letter.
+//! 3. Other readings of the window's words, each read once: words split into
+//!    fragments joined again (`ig nore`), and pig Latin read back. One that
+//!    shows more rule evidence replaces the plain reading, plus a bonus.
+//! 4. Base64, hex, binary, URL-encoded and Morse blobs and bits written in
+//!    two kinds of zero-width characters are decoded, a text that speaks of a
+//!    Caesar cipher or a shift is read with the shift that turns the most of
+//!    its words into English, and text after a right-to-left override
+//!    (U+202E) is read in display order (bounded count, size and depth); they
+//!    are scanned the same way, and what they contain counts, plus a bonus for
+//!    hiding it.
+//! 5. The lexical model ([`LexicalModel`], built in by
 //!    [`PromptInjectionDetector::new`]) reads each window's words and word
 //!    pairs; `lexical_weight × (logit − lexical_offset − penalty)`, when
 //!    positive, is added (at most `family_cap`), where the penalty is
 //!    `lexical_length_penalty × ln(words / 64)` for windows of more than 64
 //!    words (a long document holds many weighed words innocently). It catches
 //!    attacks worded afresh, which no phrase rule lists.
-//! 5. A configured classifier's probability, times its weight, is added.
+//! 6. A configured classifier's probability, times its weight, is added.
 //!
 //! Quotations are weighed by their frame:
 //!
@@ -285,11 +293,22 @@ const BIDI_WEIGHT: f32 = 0.4;
 const INVISIBLE_WEIGHT: f32 = 0.4;
 const MIXED_SCRIPT_WEIGHT: f32 = 0.4;
 const ENCODED_PAYLOAD_BONUS: f32 = 0.3;
-/// Added when joining split words (`ig nore`) reveals rule evidence the text
-/// did not show: splitting words only to hide them is evasion.
-const SPLIT_WORDS_BONUS: f32 = 0.3;
-/// Rule evidence the joined words must add before they count.
-const SPLIT_WORDS_MIN_GAIN: f32 = 0.5;
+/// Added when another reading of the words (split words joined, pig Latin
+/// decoded) reveals rule evidence the text did not show: writing words so
+/// only to hide them is evasion.
+const OTHER_READING_BONUS: f32 = 0.3;
+/// Rule evidence another reading must add before it counts.
+const OTHER_READING_MIN_GAIN: f32 = 0.5;
+
+/// The summed weight of the rule matches in `matches` (the lexical model's
+/// reading of a whole text left out).
+fn rules_only(matches: &[RuleMatch]) -> f32 {
+    matches
+        .iter()
+        .filter(|m| &*m.family != LEXICAL_FAMILY)
+        .map(|m| m.weight)
+        .sum()
+}
 
 /// Scores texts for prompt injection with a compiled [`RuleSet`] and,
 /// optionally, a [`LexicalModel`] and a [`Classifier`]. `Sync`, and cheap to clone (the compiled rules are shared),
@@ -685,39 +704,44 @@ impl PromptInjectionDetector {
             });
         }
 
-        if depth < self.config.max_decode_depth
-            && let Some(joined) = normalize::rejoin_fragments(
-                &scan.normalized.text,
-                &scan.normalized.words,
-                &scan.known_words,
-                |w| self.compiled.knows_word(w),
-            )
-        {
-            let rules_only = |matches: &[RuleMatch]| -> f32 {
-                matches
-                    .iter()
-                    .filter(|m| &*m.family != LEXICAL_FAMILY)
-                    .map(|m| m.weight)
-                    .sum()
-            };
-            let before = rules_only(&matches);
-            // Read once: the joined view is not joined or decoded again.
-            let (inner, inner_matches) = self.scan_windows(&joined, self.config.max_decode_depth);
-            if rules_only(&inner_matches) - before >= SPLIT_WORDS_MIN_GAIN && inner > score {
-                // The joined reading replaces the split one.
-                score = inner + SPLIT_WORDS_BONUS;
-                matches.extend(inner_matches.into_iter().map(|m| RuleMatch {
-                    span: whole.clone(),
-                    encoding: Some(Encoding::SplitWords),
-                    ..m
-                }));
-                matches.push(RuleMatch {
-                    rule: "encoding.split_words".into(),
-                    family: "encoding".into(),
-                    weight: SPLIT_WORDS_BONUS,
-                    span: whole.clone(),
-                    encoding: Some(Encoding::SplitWords),
-                });
+        if depth < self.config.max_decode_depth {
+            // Other readings of the words: split words joined, pig Latin
+            // decoded. Each is read once (not joined or decoded again) and
+            // replaces the plain reading if it shows more rule evidence.
+            let n = &scan.normalized;
+            let known = |w: &[u8]| self.compiled.knows_word(w);
+            let readings = [
+                (
+                    normalize::rejoin_fragments(&n.text, &n.words, &scan.known_words, known),
+                    Encoding::SplitWords,
+                    "encoding.split_words",
+                ),
+                (
+                    normalize::pig_latin_decoded(&n.text, &n.words, known),
+                    Encoding::PigLatin,
+                    "encoding.pig_latin",
+                ),
+            ];
+            for (reading, encoding, rule) in readings {
+                let Some(reading) = reading else { continue };
+                let before = rules_only(&matches);
+                let (inner, inner_matches) =
+                    self.scan_windows(&reading, self.config.max_decode_depth);
+                if rules_only(&inner_matches) - before >= OTHER_READING_MIN_GAIN && inner > score {
+                    score = inner + OTHER_READING_BONUS;
+                    matches.extend(inner_matches.into_iter().map(|m| RuleMatch {
+                        span: whole.clone(),
+                        encoding: Some(encoding),
+                        ..m
+                    }));
+                    matches.push(RuleMatch {
+                        rule: rule.into(),
+                        family: "encoding".into(),
+                        weight: OTHER_READING_BONUS,
+                        span: whole.clone(),
+                        encoding: Some(encoding),
+                    });
+                }
             }
         }
 
@@ -728,6 +752,18 @@ impl PromptInjectionDetector {
                 self.config.max_blob_len,
                 self.config.max_decoded_blobs,
             );
+            // Zero-width characters carrying bits (their UTF-8 encodings start
+            // with 0xE2 or 0xEF; ASCII text skips the search).
+            if memchr::memchr2(0xE2, 0xEF, window.as_bytes()).is_some()
+                && blobs.len() < self.config.max_decoded_blobs
+            {
+                let room = self.config.max_decoded_blobs - blobs.len();
+                blobs.extend(decode::invisible_binary_blobs(
+                    window,
+                    self.config.max_blob_len,
+                    room,
+                ));
+            }
             // A Caesar shift is looked for only where the text speaks of one.
             if speaks_of_a_shift(&scan.normalized.text)
                 && blobs.len() < self.config.max_decoded_blobs
@@ -790,7 +826,7 @@ const MIN_LEET_WORDS: usize = 3;
 /// Letters joined from single spaced letters that make a text obfuscated.
 const MIN_JOINED_LETTERS: usize = 8;
 
-/// `text` with `@`, `$` and `!` read as `a`, `s` and `i` inside the words
+/// `text` with `@`, `$`, `!` and `|` read as `a`, `s`, `i` and `l` inside the words
 /// where that, with leetspeak digits folded, spells a `known` word (`th@t`,
 /// `p@55w0rd`, `scr!pt`, `@cc3ss`); `None` when no word changes. E-mail
 /// addresses and host names (`a@b.com`), handles and shell variables keep their
@@ -798,10 +834,10 @@ const MIN_JOINED_LETTERS: usize = 8;
 /// so every offset into the text stays valid.
 fn fold_symbol_letters(text: &str, known: impl Fn(&[u8]) -> bool) -> Option<String> {
     let bytes = text.as_bytes();
-    if !bytes.iter().any(|b| matches!(b, b'@' | b'$' | b'!')) {
+    if !bytes.iter().any(|b| matches!(b, b'@' | b'$' | b'!' | b'|')) {
         return None;
     }
-    let in_word = |b: u8| b.is_ascii_alphanumeric() || matches!(b, b'@' | b'$' | b'!');
+    let in_word = |b: u8| b.is_ascii_alphanumeric() || matches!(b, b'@' | b'$' | b'!' | b'|');
     let mut out: Option<Vec<u8>> = None;
     let mut candidate: Vec<u8> = Vec::new();
     let mut i = 0;
@@ -820,9 +856,10 @@ fn fold_symbol_letters(text: &str, known: impl Fn(&[u8]) -> bool) -> Option<Stri
             end -= 1;
         }
         let word = &bytes[start..end];
-        let symbols = word.iter().any(|b| matches!(b, b'@' | b'$' | b'!'));
+        let symbols = word.iter().any(|b| matches!(b, b'@' | b'$' | b'!' | b'|'));
         let letters = word.iter().filter(|b| b.is_ascii_alphabetic()).count();
-        if !symbols || letters < 2 || word.len() > 32 {
+        // A word of digits and symbols only (`4||` for "all") must be longer.
+        if !symbols || (letters < 2 && word.len() < 3) || word.len() > 32 {
             continue;
         }
         candidate.clear();
@@ -833,6 +870,8 @@ fn fold_symbol_letters(text: &str, known: impl Fn(&[u8]) -> bool) -> Option<Stri
             b'0' => b'o',
             b'3' => b'e',
             b'7' => b't',
+            b'|' => b'l',
+            b'9' => b'g',
             c => c,
         }));
         if !known(&candidate) {
@@ -844,6 +883,7 @@ fn fold_symbol_letters(text: &str, known: impl Fn(&[u8]) -> bool) -> Option<Stri
                 b'@' => b'a',
                 b'$' => b's',
                 b'!' => b'i',
+                b'|' => b'l',
                 other => other,
             };
         }

@@ -697,6 +697,14 @@ fn confusable(c: char) -> Option<char> {
         'γ' => 'y',
         'ɡ' => 'g',
         'ɑ' => 'a',
+        // Armenian.
+        'օ' => 'o',
+        'ս' => 'u',
+        'ո' => 'n',
+        'հ' => 'h',
+        'ց' => 'g',
+        'զ' => 'q',
+        'ա' => 'w',
         'ⅰ' => 'i',
         'ℓ' => 'l',
         _ => return None,
@@ -770,31 +778,39 @@ pub(crate) fn rejoin_fragments(
     // Per word: an unknown fragment (at most five letters, not a word of the
     // rules), or a piece of at most two letters (`re`, `in`, `ex`), which
     // often is a word of the rules as well.
-    let piece: Vec<(bool, bool)> = (0..words.len())
-        .map(|i| {
-            let w = word(i);
-            if !w.iter().all(u8::is_ascii_alphabetic) {
-                return (false, false);
-            }
-            let unknown = w.len() <= 5 && !word_known.get(i).copied().unwrap_or(false);
-            (unknown, w.len() <= 2)
-        })
-        .collect();
+    let kind = |i: usize| -> (bool, bool) {
+        let w = word(i);
+        if w.len() > 5 || !w.iter().all(u8::is_ascii_alphabetic) {
+            return (false, false);
+        }
+        let unknown = !word_known.get(i).copied().unwrap_or(false);
+        (unknown, w.len() <= 2)
+    };
     let adjacent = |i: usize| words[i].1 + 1 == words[i + 1].0;
+    let pairs = |(u0, s0): (bool, bool), (u1, s1): (bool, bool)| (u0 && (u1 || s1)) || (u1 && s0);
+    // Most text has no pair at all: find that out without allocating.
+    let mut previous = (false, false);
+    let mut any = false;
+    for i in 0..words.len() {
+        let current = kind(i);
+        if i > 0 && pairs(previous, current) && adjacent(i - 1) {
+            any = true;
+            break;
+        }
+        previous = current;
+    }
+    if !any {
+        return None;
+    }
+    let piece: Vec<(bool, bool)> = (0..words.len()).map(kind).collect();
     // Two fragments side by side (`ig nore`, `dis re`), one of them unknown:
     // the mark of a split word. Text without them, almost all text, is done
     // after this one pass.
     let pair: Vec<bool> = piece
         .windows(2)
         .enumerate()
-        .map(|(i, p)| {
-            let ((u0, s0), (u1, s1)) = (p[0], p[1]);
-            ((u0 && (u1 || s1)) || (u1 && s0)) && adjacent(i)
-        })
+        .map(|(i, p)| pairs(p[0], p[1]) && adjacent(i))
         .collect();
-    if !pair.contains(&true) {
-        return None;
-    }
     let mut out: Option<String> = None;
     // How far `text` has been copied to `out`.
     let mut copied = 0usize;
@@ -845,6 +861,80 @@ pub(crate) fn rejoin_fragments(
     }
     let mut out = out?;
     out.push_str(&text[copied..]);
+    Some(out)
+}
+
+/// The normalised `text` (words at `words`) read back from pig Latin, if it
+/// is written in it: at least four words and three in five of its words of
+/// three letters or more end in `ay`. A word ending in `way` after a vowel
+/// (`ignoreway`) loses the `way`; otherwise the consonants before `ay` move
+/// back to the front (`ulesray` → `rules`, `eviouspray` → `previous`, `ellway`
+/// → `well`). Where several readings are possible a `known` one wins. `None`
+/// for other text.
+pub(crate) fn pig_latin_decoded(
+    text: &str,
+    words: &[(u32, u32)],
+    known: impl Fn(&[u8]) -> bool,
+) -> Option<String> {
+    let bytes = text.as_bytes();
+    let word = |&(s, e): &(u32, u32)| &bytes[s as usize..e as usize];
+    let (mut long, mut pig) = (0usize, 0usize);
+    for w in words.iter().map(word).filter(|w| w.len() >= 3) {
+        long += 1;
+        pig += usize::from(w.ends_with(b"ay"));
+    }
+    if pig < 4 || pig * 5 < long * 3 {
+        return None;
+    }
+    let is_vowel = |b: u8| matches!(b, b'a' | b'e' | b'i' | b'o' | b'u');
+    let mut out = String::with_capacity(text.len());
+    for (i, span) in words.iter().enumerate() {
+        if i > 0 {
+            out.push(' ');
+        }
+        let w = word(span);
+        let Some(stem) = w.strip_suffix(b"ay").filter(|s| s.len() >= 2) else {
+            out.push_str(&text[span.0 as usize..span.1 as usize]);
+            continue;
+        };
+        // Consonants moved to the end: read them back to the front. How many
+        // moved is not written; the shortest choice that makes a known word
+        // wins, else one.
+        let trailing = stem
+            .iter()
+            .rev()
+            .take_while(|&&b| !is_vowel(b))
+            .count()
+            .min(3);
+        let back = |moved: usize| {
+            let (rest, cluster) = stem.split_at(stem.len() - moved);
+            [cluster, rest].concat()
+        };
+        let consonant = (trailing > 0 && trailing < stem.len()).then(|| {
+            (1..=trailing)
+                .map(back)
+                .find(|c| known(c))
+                .unwrap_or_else(|| back(1))
+        });
+        // A word that began with a vowel took `way`.
+        let vowel = w
+            .strip_suffix(b"way")
+            .filter(|s| s.first().is_some_and(|&b| is_vowel(b)))
+            .map(<[u8]>::to_vec);
+        let decoded = match (consonant, vowel) {
+            (Some(c), Some(v)) => {
+                if known(&v) && !known(&c) {
+                    v
+                } else {
+                    c
+                }
+            }
+            (Some(c), None) => c,
+            (None, Some(v)) => v,
+            (None, None) => stem.to_vec(),
+        };
+        out.push_str(std::str::from_utf8(&decoded).unwrap_or_default());
+    }
     Some(out)
 }
 
