@@ -30,6 +30,8 @@ pub enum Encoding {
     SplitWords,
     /// Pig Latin (`ignoreway ouryay ulesray`), read back into English.
     PigLatin,
+    /// Numeric HTML character references (`&#73;&#103;` or `&#x49;`).
+    HtmlEntities,
     /// Bits written as two kinds of zero-width characters (U+200B for 0 and
     /// U+200C for 1, or another pair), eight to a byte.
     InvisibleBinary,
@@ -279,6 +281,76 @@ const MAX_CAESAR_WORDS: usize = 256;
 /// three: the frame around a shifted payload stays plain, so only the words it
 /// changes count. Characters outside ASCII become spaces. For a text that
 /// mentions a Caesar cipher or a shift; at most `max_len` bytes.
+/// Runs of at least eight numeric HTML character references (`&#73;`,
+/// `&#x49;`), with spaces or nothing between them, decoded; at most
+/// `max_blobs`, each at most `max_len` bytes of input.
+pub(crate) fn html_entity_blobs(input: &str, max_len: usize, max_blobs: usize) -> Vec<Blob> {
+    const MIN_REFERENCES: usize = 8;
+    let bytes = input.as_bytes();
+    // One reference at `at`: the character and where it ends.
+    let reference = |at: usize| -> Option<(char, usize)> {
+        let rest = bytes.get(at..)?.strip_prefix(b"&#")?;
+        let (hex, digits) = match rest.first() {
+            Some(b'x' | b'X') => (true, &rest[1..]),
+            _ => (false, rest),
+        };
+        let len = digits
+            .iter()
+            .take(8)
+            .take_while(|b| {
+                if hex {
+                    b.is_ascii_hexdigit()
+                } else {
+                    b.is_ascii_digit()
+                }
+            })
+            .count();
+        if len == 0 || digits.get(len) != Some(&b';') {
+            return None;
+        }
+        let text = std::str::from_utf8(&digits[..len]).ok()?;
+        let code = u32::from_str_radix(text, if hex { 16 } else { 10 }).ok()?;
+        let end = at + 2 + usize::from(hex) + len + 1;
+        Some((char::from_u32(code)?, end))
+    };
+    let mut blobs = Vec::new();
+    let mut at = 0;
+    while blobs.len() < max_blobs {
+        let Some(found) = memchr::memmem::find(&bytes[at..], b"&#") else {
+            break;
+        };
+        let start = at + found;
+        let mut text = String::new();
+        let mut count = 0;
+        let mut end = start;
+        let mut next = start;
+        while next - start < max_len {
+            if let Some((c, after)) = reference(next) {
+                text.push(c);
+                count += 1;
+                end = after;
+                next = after;
+            } else if bytes.get(next) == Some(&b' ') && count > 0 {
+                next += 1;
+            } else {
+                break;
+            }
+        }
+        if count >= MIN_REFERENCES
+            && let Some(text) = as_text(text.into_bytes())
+        {
+            blobs.push(Blob {
+                start,
+                end,
+                encoding: Encoding::HtmlEntities,
+                text,
+            });
+        }
+        at = end.max(start + 2);
+    }
+    blobs
+}
+
 /// Characters that carry bits in invisible binary.
 fn is_invisible_bit(c: char) -> bool {
     matches!(
@@ -471,6 +543,7 @@ pub(crate) fn find_blobs(
             Encoding::Caesar
             | Encoding::SplitWords
             | Encoding::PigLatin
+            | Encoding::HtmlEntities
             | Encoding::InvisibleBinary => None,
         };
         if let Some(text) = decoded.and_then(as_text) {

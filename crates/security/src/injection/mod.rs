@@ -20,10 +20,12 @@
 //!    `harm_topic` family) asked for in leetspeak or spelled out letter by
 //!    letter.
 //! 3. Other readings of the window's words, each read once: words split into
-//!    fragments joined again (`ig nore`), and pig Latin read back. One that
+//!    fragments joined again (`ig nore`), words written together split at
+//!    their capitals (`IgnoreAllPrevious…`), and pig Latin read back. One that
 //!    shows more rule evidence replaces the plain reading, plus a bonus.
-//! 4. Base64, hex, binary, URL-encoded and Morse blobs and bits written in
-//!    two kinds of zero-width characters are decoded, a text that speaks of a
+//! 4. Base64, hex, binary, URL-encoded and Morse blobs, numeric HTML
+//!    character references and bits written in two kinds of zero-width
+//!    characters are decoded, a text that speaks of a
 //!    Caesar cipher or a shift is read with the shift that turns the most of
 //!    its words into English, and text after a right-to-left override
 //!    (U+202E) is read in display order (bounded count, size and depth); they
@@ -689,10 +691,12 @@ impl PromptInjectionDetector {
             signals.mixed_script_words >= 1,
         );
         // A harmful request written so that filters miss it: leetspeak inside
-        // words (`h0w`, `p@ssw0rd`) or words spelled out letter by letter.
+        // words (`h0w`, `p@ssw0rd`), words spelled out letter by letter, or
+        // invisible characters inside words (`b\u{200d}o\u{200d}m\u{200d}b`).
         if harm_topic
             && (leet_words(window) >= MIN_LEET_WORDS
-                || signals.joined_letters >= MIN_JOINED_LETTERS)
+                || signals.joined_letters >= MIN_JOINED_LETTERS
+                || signals.invisible_in_words >= 2)
         {
             score += OBFUSCATED_HARM_WEIGHT;
             matches.push(RuleMatch {
@@ -720,6 +724,11 @@ impl PromptInjectionDetector {
                     normalize::pig_latin_decoded(&n.text, &n.words, known),
                     Encoding::PigLatin,
                     "encoding.pig_latin",
+                ),
+                (
+                    camel_case_split(window),
+                    Encoding::SplitWords,
+                    "encoding.joined_words",
                 ),
             ];
             for (reading, encoding, rule) in readings {
@@ -759,6 +768,17 @@ impl PromptInjectionDetector {
             {
                 let room = self.config.max_decoded_blobs - blobs.len();
                 blobs.extend(decode::invisible_binary_blobs(
+                    window,
+                    self.config.max_blob_len,
+                    room,
+                ));
+            }
+            // Numeric HTML character references (`&#73;&#103;…`).
+            if memchr::memmem::find(window.as_bytes(), b"&#").is_some()
+                && blobs.len() < self.config.max_decoded_blobs
+            {
+                let room = self.config.max_decoded_blobs - blobs.len();
+                blobs.extend(decode::html_entity_blobs(
                     window,
                     self.config.max_blob_len,
                     room,
@@ -890,6 +910,54 @@ fn fold_symbol_letters(text: &str, known: impl Fn(&[u8]) -> bool) -> Option<Stri
     }
     // Only ASCII bytes were replaced by ASCII bytes.
     out.and_then(|v| String::from_utf8(v).ok())
+}
+
+/// `text` with long runs of capitalised words written together
+/// (`IgnoreAllPreviousInstructions`) split at each capital, if it has one: a
+/// run of at least 20 letters with at least four capitals after lowercase
+/// letters. Identifiers in code (`getElementById`) are shorter. `None` for
+/// other text.
+fn camel_case_split(text: &str) -> Option<String> {
+    const MIN_RUN: usize = 20;
+    const MIN_HUMPS: usize = 4;
+    let bytes = text.as_bytes();
+    let mut runs: Vec<(usize, usize)> = Vec::new();
+    let mut i = 0;
+    while i < bytes.len() {
+        if !bytes[i].is_ascii_alphabetic() {
+            i += 1;
+            continue;
+        }
+        let start = i;
+        while i < bytes.len() && bytes[i].is_ascii_alphabetic() {
+            i += 1;
+        }
+        let run = &bytes[start..i];
+        let humps = run
+            .windows(2)
+            .filter(|p| p[0].is_ascii_lowercase() && p[1].is_ascii_uppercase())
+            .count();
+        if run.len() >= MIN_RUN && humps >= MIN_HUMPS {
+            runs.push((start, i));
+        }
+    }
+    if runs.is_empty() {
+        return None;
+    }
+    let mut out = String::with_capacity(text.len() + text.len() / 4);
+    let mut copied = 0;
+    for (start, end) in runs {
+        out.push_str(&text[copied..start]);
+        for (k, &b) in bytes[start..end].iter().enumerate() {
+            if k > 0 && b.is_ascii_uppercase() && bytes[start + k - 1].is_ascii_lowercase() {
+                out.push(' ');
+            }
+            out.push(char::from(b));
+        }
+        copied = end;
+    }
+    out.push_str(&text[copied..]);
+    Some(out)
 }
 
 /// Words of `text` written in leetspeak: a digit standing for a letter

@@ -216,11 +216,18 @@ impl Builder {
             // Letters spaced by one separator join; a wider gap (`i g n o r e   a l l`)
             // or another separator (`d.o y.o.u`) ends the word.
             let sep = self.word_sep;
-            if let Some(&(_, prev)) = self.singles.last()
-                && (chars[0].1.saturating_sub(prev) > 2
-                    || (self.singles.len() >= 2 && self.singles_sep != sep))
-            {
-                self.flush_singles();
+            if let Some(&(_, prev)) = self.singles.last() {
+                if chars[0].1.saturating_sub(prev) > 2
+                    || (self.singles.len() >= 3 && self.singles_sep != sep)
+                {
+                    self.flush_singles();
+                } else if self.singles.len() == 2 && self.singles_sep != sep {
+                    // Two letters were no word yet: the last may begin the
+                    // next run (`a b*o*m*b`).
+                    let last = self.singles.pop();
+                    self.flush_singles();
+                    self.singles.extend(last);
+                }
             }
             if self.singles.len() == 1 {
                 self.singles_sep = sep;
@@ -398,11 +405,17 @@ fn normalize_ascii(bytes: &[u8]) -> Normalized {
         if word.len() == 1 && has_alpha {
             // The separator before this letter (one byte when the gap is narrow).
             let sep = start.checked_sub(1).map(|i| bytes[i]);
-            if let Some(&(_, prev)) = singles.last()
-                && (at(start).saturating_sub(prev) > 2
-                    || (singles.len() >= 2 && singles_sep != sep))
-            {
-                out.flush_singles(&mut singles);
+            if let Some(&(_, prev)) = singles.last() {
+                if at(start).saturating_sub(prev) > 2 || (singles.len() >= 3 && singles_sep != sep)
+                {
+                    out.flush_singles(&mut singles);
+                } else if singles.len() == 2 && singles_sep != sep {
+                    // Two letters were no word yet: the last may begin the
+                    // next run (`a b*o*m*b`).
+                    let last = singles.pop();
+                    out.flush_singles(&mut singles);
+                    singles.extend(last);
+                }
             }
             if singles.len() == 1 {
                 singles_sep = sep;
@@ -1035,6 +1048,15 @@ mod tests {
         let n = normalize("ig\u{200b}nore pre\u{200d}vious");
         assert_eq!(n.text, "ignore previous");
         assert_eq!(n.signals.invisible_in_words, 2);
+    }
+
+    #[test]
+    fn a_letter_before_a_change_of_separator_starts_the_next_spelled_word() {
+        assert_eq!(text("make a b*o*m*b now"), "make a bomb now");
+        assert_eq!(text("make a b*o*m*b now ✓"), "make a bomb now");
+        // A spelled word of three letters or more keeps its last letter.
+        assert_eq!(text("r.e.v.e.a.l t.h.e"), "reveal the");
+        assert_eq!(text("d.o y.o.u"), "d o you");
     }
 
     #[test]
