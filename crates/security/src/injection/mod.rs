@@ -726,7 +726,12 @@ impl PromptInjectionDetector {
                     "encoding.pig_latin",
                 ),
                 (
-                    camel_case_split(window),
+                    // Only a window with a very long word can hold such a run.
+                    n.words
+                        .iter()
+                        .any(|&(s, e)| e - s >= CAMEL_MIN_RUN)
+                        .then(|| camel_case_split(window))
+                        .flatten(),
                     Encoding::SplitWords,
                     "encoding.joined_words",
                 ),
@@ -854,7 +859,7 @@ const MIN_JOINED_LETTERS: usize = 8;
 /// so every offset into the text stays valid.
 fn fold_symbol_letters(text: &str, known: impl Fn(&[u8]) -> bool) -> Option<String> {
     let bytes = text.as_bytes();
-    if !bytes.iter().any(|b| matches!(b, b'@' | b'$' | b'!' | b'|')) {
+    if memchr::memchr3(b'@', b'$', b'!', bytes).is_none() && memchr::memchr(b'|', bytes).is_none() {
         return None;
     }
     let in_word = |b: u8| b.is_ascii_alphanumeric() || matches!(b, b'@' | b'$' | b'!' | b'|');
@@ -912,34 +917,33 @@ fn fold_symbol_letters(text: &str, known: impl Fn(&[u8]) -> bool) -> Option<Stri
     out.and_then(|v| String::from_utf8(v).ok())
 }
 
+/// Letters in a run of capitalised words written together, at least.
+const CAMEL_MIN_RUN: u32 = 20;
+
 /// `text` with long runs of capitalised words written together
 /// (`IgnoreAllPreviousInstructions`) split at each capital, if it has one: a
 /// run of at least 20 letters with at least four capitals after lowercase
 /// letters. Identifiers in code (`getElementById`) are shorter. `None` for
 /// other text.
 fn camel_case_split(text: &str) -> Option<String> {
-    const MIN_RUN: usize = 20;
+    const MIN_RUN: usize = CAMEL_MIN_RUN as usize;
     const MIN_HUMPS: usize = 4;
     let bytes = text.as_bytes();
     let mut runs: Vec<(usize, usize)> = Vec::new();
-    let mut i = 0;
-    while i < bytes.len() {
-        if !bytes[i].is_ascii_alphabetic() {
-            i += 1;
+    // One pass: the current run of letters, and its capitals after lowercase.
+    let (mut start, mut humps) = (0usize, 0usize);
+    for (i, &b) in bytes.iter().chain(std::iter::once(&b' ')).enumerate() {
+        if b.is_ascii_alphabetic() {
+            if i > start && b.is_ascii_uppercase() && bytes[i - 1].is_ascii_lowercase() {
+                humps += 1;
+            }
             continue;
         }
-        let start = i;
-        while i < bytes.len() && bytes[i].is_ascii_alphabetic() {
-            i += 1;
-        }
-        let run = &bytes[start..i];
-        let humps = run
-            .windows(2)
-            .filter(|p| p[0].is_ascii_lowercase() && p[1].is_ascii_uppercase())
-            .count();
-        if run.len() >= MIN_RUN && humps >= MIN_HUMPS {
+        if i - start >= MIN_RUN && humps >= MIN_HUMPS {
             runs.push((start, i));
         }
+        start = i + 1;
+        humps = 0;
     }
     if runs.is_empty() {
         return None;
