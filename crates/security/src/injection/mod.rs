@@ -851,6 +851,24 @@ const MIN_LEET_WORDS: usize = 3;
 /// Letters joined from single spaced letters that make a text obfuscated.
 const MIN_JOINED_LETTERS: usize = 8;
 
+/// The maximal runs of bytes of `bytes` that are `in_word`, as ranges.
+fn word_runs(bytes: &[u8], in_word: impl Fn(u8) -> bool) -> impl Iterator<Item = (usize, usize)> {
+    let mut i = 0;
+    std::iter::from_fn(move || {
+        while i < bytes.len() && !in_word(bytes[i]) {
+            i += 1;
+        }
+        if i == bytes.len() {
+            return None;
+        }
+        let start = i;
+        while i < bytes.len() && in_word(bytes[i]) {
+            i += 1;
+        }
+        Some((start, i))
+    })
+}
+
 /// `text` with `@`, `$`, `!` and `|` read as `a`, `s`, `i` and `l` inside the words
 /// where that, with leetspeak digits folded, spells a `known` word (`th@t`,
 /// `p@55w0rd`, `scr!pt`, `@cc3ss`); `None` when no word changes. E-mail
@@ -865,16 +883,7 @@ fn fold_symbol_letters(text: &str, known: impl Fn(&[u8]) -> bool) -> Option<Stri
     let in_word = |b: u8| b.is_ascii_alphanumeric() || matches!(b, b'@' | b'$' | b'!' | b'|');
     let mut out: Option<Vec<u8>> = None;
     let mut candidate: Vec<u8> = Vec::new();
-    let mut i = 0;
-    while i < bytes.len() {
-        if !in_word(bytes[i]) {
-            i += 1;
-            continue;
-        }
-        let start = i;
-        while i < bytes.len() && in_word(bytes[i]) {
-            i += 1;
-        }
+    for (start, i) in word_runs(bytes, in_word) {
         // Exclamation marks ending a word are punctuation.
         let mut end = i;
         while end > start && bytes[end - 1] == b'!' {
@@ -978,16 +987,7 @@ fn leet_words(text: &str) -> usize {
     let in_word = |b: u8| b.is_ascii_alphanumeric() || matches!(b, b'@' | b'$' | b'!');
     let bytes = text.as_bytes();
     let mut count = 0;
-    let mut i = 0;
-    while i < bytes.len() {
-        if !in_word(bytes[i]) {
-            i += 1;
-            continue;
-        }
-        let start = i;
-        while i < bytes.len() && in_word(bytes[i]) {
-            i += 1;
-        }
+    for (start, i) in word_runs(bytes, in_word) {
         let word = &bytes[start..i];
         // An address or a host name goes on after a dot.
         let dotted =
