@@ -374,24 +374,32 @@ pub(crate) fn invisible_binary_blobs(input: &str, max_len: usize, max_blobs: usi
         if !is_invisible_bit(c) {
             continue;
         }
-        let mut kinds = [c, c];
-        let mut bits = vec![c];
+        // The run of invisible characters; its two most frequent kinds carry
+        // the bits (a word joiner or a byte-order mark around them is framing).
+        let mut run = vec![c];
         let mut end = start + c.len_utf8();
         while let Some(&(at, next)) = chars.peek() {
             if !is_invisible_bit(next) || at - start >= max_len {
                 break;
             }
-            if next != kinds[0] {
-                if kinds[1] != kinds[0] && next != kinds[1] {
-                    break;
-                }
-                kinds[1] = next;
-            }
-            bits.push(next);
+            run.push(next);
             end = at + next.len_utf8();
             chars.next();
         }
-        if bits.len() < MIN_BITS || kinds[0] == kinds[1] {
+        let mut counts: Vec<(char, usize)> = Vec::new();
+        for &r in &run {
+            match counts.iter_mut().find(|(k, _)| *k == r) {
+                Some((_, n)) => *n += 1,
+                None => counts.push((r, 1)),
+            }
+        }
+        counts.sort_by_key(|&(_, n)| std::cmp::Reverse(n));
+        let [(first, _), (second, _), ..] = counts[..] else {
+            continue;
+        };
+        let kinds = [first, second];
+        let bits: Vec<char> = run.into_iter().filter(|r| kinds.contains(r)).collect();
+        if bits.len() < MIN_BITS {
             continue;
         }
         let low = kinds[0].min(kinds[1]);
