@@ -598,8 +598,9 @@ fn classify_invisible(c: char) -> Invisible {
 }
 
 /// Marks dropped from words: Latin combining diacritics, kana voicing marks,
-/// Arabic vowel signs (harakat) and the tatweel stretch, Hebrew points, and the
-/// nukta and virama of the Indic scripts. Written or omitted at will, they
+/// Arabic vowel signs (harakat) and the tatweel stretch, Hebrew points, the
+/// nukta and virama of the Indic scripts, and Thai vowel and tone marks above
+/// and below the line. Written or omitted at will, they
 /// would otherwise split a word or keep it from matching (the virama and nukta
 /// are not letters, so a word would break at them).
 fn is_combining_mark(c: char) -> bool {
@@ -621,6 +622,10 @@ fn is_combining_mark(c: char) -> bool {
             | 0x0640
             | 0x064B..=0x065F
             | 0x0670
+            // Thai vowel and tone marks above and below the line.
+            | 0x0E31
+            | 0x0E34..=0x0E3A
+            | 0x0E47..=0x0E4E
             | 0x093C
             | 0x094D
             | 0x09BC
@@ -663,7 +668,9 @@ fn enclosed_letter(c: char) -> Option<char> {
 pub(crate) fn is_cjk(c: char) -> bool {
     matches!(c as u32,
         0x3040..=0x30FF | 0x3400..=0x4DBF | 0x4E00..=0x9FFF | 0xF900..=0xFAFF
-        | 0xAC00..=0xD7AF | 0x1100..=0x11FF | 0x3130..=0x318F | 0x20000..=0x2FA1F)
+        | 0xAC00..=0xD7AF | 0x1100..=0x11FF | 0x3130..=0x318F | 0x20000..=0x2FA1F
+        // Thai letters: written without spaces between words, like CJK.
+        | 0x0E01..=0x0E30 | 0x0E32..=0x0E33 | 0x0E40..=0x0E46)
 }
 
 /// Latin skeleton of a Cyrillic, Greek or other look-alike letter (lowercase).
