@@ -9,6 +9,8 @@ use base64::Engine as _;
 pub enum Encoding {
     /// Standard or URL-safe base64.
     Base64,
+    /// Base32 (RFC 4648: `A`–`Z`, `2`–`7`, `=` padding).
+    Base32,
     /// Hexadecimal bytes (`69676e`, `69 67 6e`, `\x69\x67`).
     Hex,
     /// Groups of eight binary digits.
@@ -59,6 +61,29 @@ fn as_text(bytes: Vec<u8>) -> Option<String> {
         .count();
     let letters = text.chars().filter(|c| c.is_alphabetic()).count();
     (printable * 100 >= total * 95 && letters * 2 >= total).then_some(text)
+}
+
+/// RFC 4648 base32; `None` unless every character is of its alphabet and
+/// the padding, if any, is at the end.
+fn decode_base32(s: &str) -> Option<Vec<u8>> {
+    let body = s.trim_end_matches('=');
+    let mut out = Vec::with_capacity(body.len() * 5 / 8);
+    let (mut acc, mut bits) = (0u32, 0u32);
+    for b in body.bytes() {
+        let value = match b {
+            b'A'..=b'Z' => b - b'A',
+            b'2'..=b'7' => b - b'2' + 26,
+            _ => return None,
+        };
+        acc = (acc << 5) | u32::from(value);
+        bits += 5;
+        if bits >= 8 {
+            bits -= 8;
+            out.push(u8::try_from((acc >> bits) & 0xFF).ok()?);
+        }
+        acc &= (1 << bits) - 1;
+    }
+    Some(out)
 }
 
 fn decode_base64(s: &str) -> Option<Vec<u8>> {
@@ -540,6 +565,7 @@ pub(crate) fn find_blobs(
         let raw = &input[start..end];
         let decoded = match encoding {
             Encoding::Base64 => decode_base64(raw),
+            Encoding::Base32 => decode_base32(raw),
             Encoding::Hex => decode_hex(raw),
             Encoding::Binary => decode_binary(raw),
             Encoding::Url => Some(percent_encoding::percent_decode_str(raw).collect::<Vec<u8>>()),
@@ -625,6 +651,11 @@ pub(crate) fn find_blobs(
                 push(start, end, Encoding::Hex, &mut blobs);
             } else if token.iter().all(|b| *b == b'0' || *b == b'1') {
                 push(start, end, Encoding::Binary, &mut blobs);
+            } else if token
+                .iter()
+                .all(|b| b.is_ascii_uppercase() || matches!(b, b'2'..=b'7' | b'='))
+            {
+                push(start, end, Encoding::Base32, &mut blobs);
             } else {
                 push(start, end, Encoding::Base64, &mut blobs);
             }
