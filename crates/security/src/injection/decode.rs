@@ -34,6 +34,11 @@ pub enum Encoding {
     PigLatin,
     /// Numeric HTML character references (`&#73;&#103;` or `&#x49;`).
     HtmlEntities,
+    /// The NATO spelling alphabet (`India Golf November …`), words parted by
+    /// `/`, `|` or a line break.
+    Nato,
+    /// Unicode Braille cells (`⠊⠛⠝⠕⠗⠑`), grade 1.
+    Braille,
     /// Bits written as two kinds of zero-width characters (U+200B for 0 and
     /// U+200C for 1, or another pair), eight to a byte.
     InvisibleBinary,
@@ -376,6 +381,156 @@ pub(crate) fn html_entity_blobs(input: &str, max_len: usize, max_blobs: usize) -
     blobs
 }
 
+/// The letter a NATO spelling-alphabet word stands for.
+fn nato_letter(word: &str) -> Option<char> {
+    const WORDS: [&str; 26] = [
+        "alpha", "bravo", "charlie", "delta", "echo", "foxtrot", "golf", "hotel", "india",
+        "juliett", "kilo", "lima", "mike", "november", "oscar", "papa", "quebec", "romeo",
+        "sierra", "tango", "uniform", "victor", "whiskey", "xray", "yankee", "zulu",
+    ];
+    let lower = word.to_ascii_lowercase();
+    let lower = match lower.as_str() {
+        "alfa" => "alpha",
+        "juliet" => "juliett",
+        "whisky" => "whiskey",
+        "x-ray" => "xray",
+        other => other,
+    };
+    let index = WORDS.iter().position(|w| *w == lower)?;
+    char::from_u32(u32::from(b'a') + u32::try_from(index).ok()?)
+}
+
+/// Runs of at least eight NATO spelling-alphabet words, decoded (see
+/// [`Encoding::Nato`]); at most `max_blobs`.
+pub(crate) fn nato_blobs(input: &str, max_blobs: usize) -> Vec<Blob> {
+    const MIN_LETTERS: usize = 8;
+    // (start, end, decoded text, letters)
+    type Run = (usize, usize, String, usize);
+    let finish = |run: &mut Option<Run>, blobs: &mut Vec<Blob>| {
+        if let Some((start, end, text, letters)) = run.take()
+            && letters >= MIN_LETTERS
+            && blobs.len() < max_blobs
+        {
+            blobs.push(Blob {
+                start,
+                end,
+                encoding: Encoding::Nato,
+                text: text.trim().to_owned(),
+            });
+        }
+    };
+    let mut blobs = Vec::new();
+    let mut run: Option<Run> = None;
+    let mut at = 0;
+    for token in input.split_inclusive(char::is_whitespace) {
+        let start = at;
+        at += token.len();
+        let bare = token.trim_matches(|c: char| c.is_whitespace() || matches!(c, ',' | '.' | ';'));
+        let separator = |c: char| matches!(c, '/' | '|');
+        let word = bare.trim_matches(separator);
+        if word.is_empty() && !bare.is_empty() {
+            // A lone separator between two spelled words.
+            if let Some(entry) = run.as_mut() {
+                entry.2.push(' ');
+            }
+            continue;
+        }
+        let Some(letter) = nato_letter(word) else {
+            finish(&mut run, &mut blobs);
+            continue;
+        };
+        let entry = run.get_or_insert_with(|| (start, start, String::new(), 0));
+        if bare.starts_with(separator) {
+            entry.2.push(' ');
+        }
+        entry.2.push(letter);
+        entry.3 += 1;
+        entry.1 = start + token.trim_end().len();
+        if bare.ends_with(separator) || token.ends_with('\n') {
+            entry.2.push(' ');
+        }
+    }
+    finish(&mut run, &mut blobs);
+    blobs
+}
+
+/// The letter of a grade-1 Braille cell (U+2800 block), a space for the blank
+/// cell, `None` for a sign with no letter (capital, number).
+fn braille_letter(c: char) -> Option<char> {
+    const LETTERS: [(u32, char); 27] = [
+        (0x01, 'a'),
+        (0x03, 'b'),
+        (0x09, 'c'),
+        (0x19, 'd'),
+        (0x11, 'e'),
+        (0x0B, 'f'),
+        (0x1B, 'g'),
+        (0x13, 'h'),
+        (0x0A, 'i'),
+        (0x1A, 'j'),
+        (0x05, 'k'),
+        (0x07, 'l'),
+        (0x0D, 'm'),
+        (0x1D, 'n'),
+        (0x15, 'o'),
+        (0x0F, 'p'),
+        (0x1F, 'q'),
+        (0x17, 'r'),
+        (0x0E, 's'),
+        (0x1E, 't'),
+        (0x25, 'u'),
+        (0x27, 'v'),
+        (0x3A, 'w'),
+        (0x2D, 'x'),
+        (0x3D, 'y'),
+        (0x35, 'z'),
+        (0x00, ' '),
+    ];
+    let dots = (c as u32).checked_sub(0x2800)?;
+    LETTERS.iter().find(|(d, _)| *d == dots).map(|(_, l)| *l)
+}
+
+/// Runs of at least eight Braille cells (with spaces between words),
+/// decoded; at most `max_blobs`.
+pub(crate) fn braille_blobs(input: &str, max_blobs: usize) -> Vec<Blob> {
+    const MIN_CELLS: usize = 8;
+    let is_cell = |c: char| matches!(c as u32, 0x2800..=0x28FF);
+    let mut blobs = Vec::new();
+    let mut chars = input.char_indices().peekable();
+    while let Some((start, c)) = chars.next() {
+        if blobs.len() >= max_blobs {
+            break;
+        }
+        if !is_cell(c) {
+            continue;
+        }
+        let mut text: String = braille_letter(c).into_iter().collect();
+        let mut cells = 1;
+        let mut end = start + c.len_utf8();
+        while let Some(&(at, ch)) = chars.peek() {
+            if is_cell(ch) {
+                cells += 1;
+                end = at + ch.len_utf8();
+                text.extend(braille_letter(ch));
+            } else if ch == ' ' {
+                text.push(' ');
+            } else {
+                break;
+            }
+            chars.next();
+        }
+        if cells >= MIN_CELLS {
+            blobs.push(Blob {
+                start,
+                end,
+                encoding: Encoding::Braille,
+                text: text.trim().to_owned(),
+            });
+        }
+    }
+    blobs
+}
+
 /// Characters that carry bits in invisible binary.
 fn is_invisible_bit(c: char) -> bool {
     matches!(
@@ -578,6 +733,8 @@ pub(crate) fn find_blobs(
             | Encoding::SplitWords
             | Encoding::PigLatin
             | Encoding::HtmlEntities
+            | Encoding::Nato
+            | Encoding::Braille
             | Encoding::InvisibleBinary => None,
         };
         if let Some(text) = decoded.and_then(as_text) {

@@ -24,8 +24,8 @@
 //!    their capitals (`IgnoreAllPrevious…`), and pig Latin read back. One that
 //!    shows more rule evidence replaces the plain reading, plus a bonus.
 //! 4. Base64, base32, hex, binary, URL-encoded and Morse blobs, numeric HTML
-//!    character references and bits written in two kinds of zero-width
-//!    characters are decoded, a text that speaks of a
+//!    character references, Braille, the NATO spelling alphabet and bits
+//!    written in two kinds of zero-width characters are decoded, a text that speaks of a
 //!    Caesar cipher or a shift is read with the shift that turns the most of
 //!    its words into English, and text after a right-to-left override
 //!    (U+202E) is read in display order (bounded count, size and depth); they
@@ -778,6 +778,22 @@ impl PromptInjectionDetector {
                     room,
                 ));
             }
+            // Braille cells (U+2800 block, 0xE2 0xA0..0xA3 in UTF-8) and the
+            // NATO spelling alphabet (only where its commonest words occur).
+            if memchr::memchr(0xE2, window.as_bytes()).is_some()
+                && blobs.len() < self.config.max_decoded_blobs
+            {
+                let room = self.config.max_decoded_blobs - blobs.len();
+                blobs.extend(decode::braille_blobs(window, room));
+            }
+            if NATO_CUES
+                .iter()
+                .any(|cue| cue.find(scan.normalized.text.as_bytes()).is_some())
+                && blobs.len() < self.config.max_decoded_blobs
+            {
+                let room = self.config.max_decoded_blobs - blobs.len();
+                blobs.extend(decode::nato_blobs(window, room));
+            }
             // Numeric HTML character references (`&#73;&#103;…`).
             if memchr::memmem::find(window.as_bytes(), b"&#").is_some()
                 && blobs.len() < self.config.max_decoded_blobs
@@ -925,6 +941,13 @@ fn fold_symbol_letters(text: &str, known: impl Fn(&[u8]) -> bool) -> Option<Stri
     // Only ASCII bytes were replaced by ASCII bytes.
     out.and_then(|v| String::from_utf8(v).ok())
 }
+
+/// Words of the NATO spelling alphabet that any spelled text of some length
+/// holds one of (the vowels' words and common consonants').
+static NATO_CUES: std::sync::LazyLock<[memchr::memmem::Finder<'static>; 4]> =
+    std::sync::LazyLock::new(|| {
+        [b"echo ".as_slice(), b"alpha ", b"alfa ", b"oscar "].map(memchr::memmem::Finder::new)
+    });
 
 /// Letters in a run of capitalised words written together, at least.
 const CAMEL_MIN_RUN: u32 = 20;
