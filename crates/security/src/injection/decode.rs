@@ -11,6 +11,8 @@ pub enum Encoding {
     Base64,
     /// Base32 (RFC 4648: `A`–`Z`, `2`–`7`, `=` padding).
     Base32,
+    /// Quoted-printable (`=49=67=6E…`, RFC 2045).
+    QuotedPrintable,
     /// Hexadecimal bytes (`69676e`, `69 67 6e`, `\x69\x67`).
     Hex,
     /// Groups of eight binary digits.
@@ -66,6 +68,35 @@ fn as_text(bytes: Vec<u8>) -> Option<String> {
         .count();
     let letters = text.chars().filter(|c| c.is_alphabetic()).count();
     (printable * 100 >= total * 95 && letters * 2 >= total).then_some(text)
+}
+
+/// How many `=XX` escapes (two hex digits) `token` holds.
+fn quoted_printable_escapes(token: &[u8]) -> usize {
+    token
+        .windows(3)
+        .filter(|w| w[0] == b'=' && w[1].is_ascii_hexdigit() && w[2].is_ascii_hexdigit())
+        .count()
+}
+
+/// Quoted-printable: `=XX` is the byte `XX`, anything else stands for itself.
+fn decode_quoted_printable(s: &str) -> Option<Vec<u8>> {
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'='
+            && let Some(hex) = bytes.get(i + 1..i + 3)
+            && let Ok(hex) = std::str::from_utf8(hex)
+            && let Ok(byte) = u8::from_str_radix(hex, 16)
+        {
+            out.push(byte);
+            i += 3;
+        } else {
+            out.push(bytes[i]);
+            i += 1;
+        }
+    }
+    Some(out)
 }
 
 /// RFC 4648 base32; `None` unless every character is of its alphabet and
@@ -721,6 +752,7 @@ pub(crate) fn find_blobs(
         let decoded = match encoding {
             Encoding::Base64 => decode_base64(raw),
             Encoding::Base32 => decode_base32(raw),
+            Encoding::QuotedPrintable => decode_quoted_printable(raw),
             Encoding::Hex => decode_hex(raw),
             Encoding::Binary => decode_binary(raw),
             Encoding::Url => Some(percent_encoding::percent_decode_str(raw).collect::<Vec<u8>>()),
@@ -800,6 +832,8 @@ pub(crate) fn find_blobs(
         let percent = token.iter().filter(|b| **b == b'%').count();
         if percent >= 3 {
             push(start, end, Encoding::Url, &mut blobs);
+        } else if quoted_printable_escapes(token) >= 4 {
+            push(start, end, Encoding::QuotedPrintable, &mut blobs);
         } else if token.len() >= 16 {
             let body = token.strip_prefix(b"0x").unwrap_or(token);
             if token.windows(2).any(|w| w == b"\\x")

@@ -23,7 +23,8 @@
 //!    fragments joined again (`ig nore`), words written together split at
 //!    their capitals (`IgnoreAllPrevious…`), and pig Latin read back. One that
 //!    shows more rule evidence replaces the plain reading, plus a bonus.
-//! 4. Base64, base32, hex, binary, URL-encoded and Morse blobs, numeric HTML
+//! 4. Base64, base32, quoted-printable, hex, binary, URL-encoded and Morse
+//!    blobs, numeric HTML
 //!    character references, Braille, the NATO spelling alphabet and bits
 //!    written in two kinds of zero-width characters are decoded, a text that speaks of a
 //!    Caesar cipher or a shift is read with the shift that turns the most of
