@@ -24,14 +24,13 @@
 //!    their capitals (`IgnoreAllPrevious…`), and pig Latin read back. One that
 //!    shows more rule evidence replaces the plain reading, plus a bonus.
 //! 4. Base64, base32, quoted-printable, hex, binary, URL-encoded and Morse
-//!    blobs, numeric HTML
-//!    character references, Braille, the NATO spelling alphabet and bits
-//!    written in two kinds of zero-width characters are decoded, a text that speaks of a
-//!    Caesar cipher or a shift is read with the shift that turns the most of
-//!    its words into English, and text after a right-to-left override
-//!    (U+202E) is read in display order (bounded count, size and depth); they
-//!    are scanned the same way, and what they contain counts, plus a bonus for
-//!    hiding it.
+//!    blobs, numeric HTML character references, Braille, the NATO spelling
+//!    alphabet and bits written in two kinds of zero-width characters are
+//!    decoded, a text that speaks of a Caesar cipher or a shift is read with
+//!    the shift that turns the most of its words into English, and text after
+//!    a right-to-left override (U+202E) is read in display order (bounded
+//!    count, size and depth); they are scanned the same way, and what they
+//!    contain counts, plus a bonus for hiding it.
 //! 5. The lexical model ([`LexicalModel`], built in by
 //!    [`PromptInjectionDetector::new`]) reads each window's words and word
 //!    pairs; `lexical_weight × (logit − lexical_offset − penalty)`, when
