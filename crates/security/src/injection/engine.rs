@@ -17,7 +17,7 @@ use aho_corasick::{Anchored, MatchKind, StartKind};
 use regex::bytes::Regex;
 
 use super::normalize::{Normalized, normalize};
-use super::phrases::PhraseIndex;
+use super::phrases::{NO_WORD, PhraseIndex};
 use super::rules::{RuleSet, compile_pattern};
 use crate::error::SecurityError;
 
@@ -84,8 +84,9 @@ pub(crate) struct RawMatch {
 pub(crate) struct Scan {
     pub(crate) normalized: Normalized,
     pub(crate) matches: Vec<RawMatch>,
-    /// Per word of `normalized`: whether it is a word of some rule phrase.
-    pub(crate) known_words: Vec<bool>,
+    /// Per word of `normalized`: its id in the phrase dictionary, or
+    /// [`NO_WORD`] if it is a word of no rule phrase.
+    pub(crate) word_ids: Vec<u32>,
 }
 
 /// The lexicon phrases of a rule set as they are added, with an estimate of
@@ -315,8 +316,8 @@ impl Compiled {
         let normalized = normalize(input);
         let text = normalized.text.as_str();
         let mut flat: Vec<(u32, Hit)> = Vec::with_capacity(normalized.words.len());
-        let known_words = if self.phrases.is_empty() {
-            vec![false; normalized.words.len()]
+        let word_ids = if self.phrases.is_empty() {
+            vec![NO_WORD; normalized.words.len()]
         } else {
             self.phrases.scan(text, &normalized.words, &mut flat)
         };
@@ -381,7 +382,7 @@ impl Compiled {
         Scan {
             normalized,
             matches,
-            known_words,
+            word_ids,
         }
     }
 }

@@ -716,7 +716,7 @@ impl PromptInjectionDetector {
             let known = |w: &[u8]| self.compiled.knows_word(w);
             let readings = [
                 (
-                    normalize::rejoin_fragments(&n.text, &n.words, &scan.known_words, known),
+                    normalize::rejoin_fragments(&n.text, &n.words, &scan.word_ids, known),
                     Encoding::SplitWords,
                     "encoding.split_words",
                 ),
@@ -942,12 +942,10 @@ fn fold_symbol_letters(text: &str, known: impl Fn(&[u8]) -> bool) -> Option<Stri
     out.and_then(|v| String::from_utf8(v).ok())
 }
 
-/// Words of the NATO spelling alphabet that any spelled text of some length
-/// holds one of (the vowels' words and common consonants').
-static NATO_CUES: std::sync::LazyLock<[memchr::memmem::Finder<'static>; 4]> =
-    std::sync::LazyLock::new(|| {
-        [b"echo ".as_slice(), b"alpha ", b"alfa ", b"oscar "].map(memchr::memmem::Finder::new)
-    });
+/// A word of the NATO spelling alphabet that almost any spelled English text
+/// of some length holds (the commonest letter's).
+static NATO_CUES: std::sync::LazyLock<[memchr::memmem::Finder<'static>; 1]> =
+    std::sync::LazyLock::new(|| [b"echo ".as_slice()].map(memchr::memmem::Finder::new));
 
 /// Letters in a run of capitalised words written together, at least.
 const CAMEL_MIN_RUN: u32 = 20;

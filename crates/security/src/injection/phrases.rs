@@ -18,6 +18,9 @@ use super::engine::Hit;
 /// No word, node or concept.
 const NONE: u32 = u32::MAX;
 
+/// The id [`PhraseIndex::scan`] gives a word that is in no phrase.
+pub(crate) const NO_WORD: u32 = NONE;
+
 #[derive(Debug, Default)]
 struct Node {
     /// Concepts of the phrases that end at this node.
@@ -419,13 +422,14 @@ impl PhraseIndex {
 
     /// Push `(concept, hit)` for every phrase occurrence in `text`, a word view
     /// whose words are at `words` (byte ranges, in order). Returns, per word,
-    /// whether it is a word of some phrase (as spelled or shuffled).
+    /// its dictionary id, [`NO_WORD`] for a word in no phrase (as spelled or
+    /// shuffled).
     pub(crate) fn scan(
         &self,
         text: &str,
         words: &[(u32, u32)],
         out: &mut Vec<(u32, Hit)>,
-    ) -> Vec<bool> {
+    ) -> Vec<u32> {
         let bytes = text.as_bytes();
         let spans = words;
         // First eight bytes and dictionary id of every word, once per word.
@@ -497,7 +501,7 @@ impl PhraseIndex {
                 j += 1;
             }
         }
-        ids.iter().map(|&id| id != NONE).collect()
+        ids
     }
 }
 
