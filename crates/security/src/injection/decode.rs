@@ -526,40 +526,55 @@ fn braille_letter(c: char) -> Option<char> {
 pub(crate) fn braille_blobs(input: &str, max_blobs: usize) -> Vec<Blob> {
     const MIN_CELLS: usize = 8;
     let is_cell = |c: char| matches!(c as u32, 0x2800..=0x28FF);
-    let mut blobs = Vec::new();
-    let mut chars = input.char_indices().peekable();
-    while let Some((start, c)) = chars.next() {
-        if blobs.len() >= max_blobs {
-            break;
-        }
-        if !is_cell(c) {
-            continue;
-        }
-        let mut text: String = braille_letter(c).into_iter().collect();
-        let mut cells = 1;
-        let mut end = start + c.len_utf8();
-        while let Some(&(at, ch)) = chars.peek() {
-            if is_cell(ch) {
-                cells += 1;
-                end = at + ch.len_utf8();
-                text.extend(braille_letter(ch));
-            } else if ch == ' ' {
-                text.push(' ');
-            } else {
-                break;
-            }
-            chars.next();
-        }
-        if cells >= MIN_CELLS {
-            blobs.push(Blob {
+    char_runs(input, is_cell, |c| c == ' ', usize::MAX)
+        .filter_map(|(start, end)| {
+            let run = &input[start..end];
+            (run.chars().filter(|&c| is_cell(c)).count() >= MIN_CELLS).then(|| Blob {
                 start,
                 end,
                 encoding: Encoding::Braille,
-                text: text.trim().to_owned(),
-            });
+                text: run
+                    .chars()
+                    .filter_map(|c| {
+                        if c == ' ' {
+                            Some(' ')
+                        } else {
+                            braille_letter(c)
+                        }
+                    })
+                    .collect::<String>()
+                    .trim()
+                    .to_owned(),
+            })
+        })
+        .take(max_blobs)
+        .collect()
+}
+
+/// Runs of `input` (as byte ranges) that begin and end with a `member`
+/// character and hold only members and `gap` characters in between; a run
+/// stops growing once it spans `max_len` bytes.
+fn char_runs<'a>(
+    input: &'a str,
+    member: impl Fn(char) -> bool + 'a,
+    gap: impl Fn(char) -> bool + 'a,
+    max_len: usize,
+) -> impl Iterator<Item = (usize, usize)> + 'a {
+    let mut chars = input.char_indices().peekable();
+    std::iter::from_fn(move || {
+        let (start, c) = chars.by_ref().find(|&(_, c)| member(c))?;
+        let mut end = start + c.len_utf8();
+        while let Some(&(at, next)) = chars.peek() {
+            if at - start >= max_len || !(member(next) || gap(next)) {
+                break;
+            }
+            if member(next) {
+                end = at + next.len_utf8();
+            }
+            chars.next();
         }
-    }
-    blobs
+        Some((start, end))
+    })
 }
 
 /// Characters that carry bits in invisible binary.
@@ -577,26 +592,13 @@ fn is_invisible_bit(c: char) -> bool {
 pub(crate) fn invisible_binary_blobs(input: &str, max_len: usize, max_blobs: usize) -> Vec<Blob> {
     const MIN_BITS: usize = 64;
     let mut blobs = Vec::new();
-    let mut chars = input.char_indices().peekable();
-    while let Some((start, c)) = chars.next() {
+    for (start, end) in char_runs(input, is_invisible_bit, |_| false, max_len) {
         if blobs.len() >= max_blobs {
             break;
         }
-        if !is_invisible_bit(c) {
-            continue;
-        }
-        // The run of invisible characters; its two most frequent kinds carry
-        // the bits (a word joiner or a byte-order mark around them is framing).
-        let mut run = vec![c];
-        let mut end = start + c.len_utf8();
-        while let Some(&(at, next)) = chars.peek() {
-            if !is_invisible_bit(next) || at - start >= max_len {
-                break;
-            }
-            run.push(next);
-            end = at + next.len_utf8();
-            chars.next();
-        }
+        // The run's two most frequent kinds carry the bits (a word joiner or a
+        // byte-order mark around them is framing).
+        let run: Vec<char> = input[start..end].chars().collect();
         let mut counts: Vec<(char, usize)> = Vec::new();
         for &r in &run {
             match counts.iter_mut().find(|(k, _)| *k == r) {

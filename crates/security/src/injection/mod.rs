@@ -766,44 +766,31 @@ impl PromptInjectionDetector {
                 self.config.max_blob_len,
                 self.config.max_decoded_blobs,
             );
-            // Zero-width characters carrying bits (their UTF-8 encodings start
-            // with 0xE2 or 0xEF; ASCII text skips the search).
-            if memchr::memchr2(0xE2, 0xEF, window.as_bytes()).is_some()
-                && blobs.len() < self.config.max_decoded_blobs
-            {
-                let room = self.config.max_decoded_blobs - blobs.len();
-                blobs.extend(decode::invisible_binary_blobs(
-                    window,
-                    self.config.max_blob_len,
-                    room,
-                ));
+            // Decoders run only where their characters occur; each fills what
+            // room for blobs is left.
+            let mut more = |found: &dyn Fn(usize) -> Vec<decode::Blob>| {
+                let room = self.config.max_decoded_blobs.saturating_sub(blobs.len());
+                if room > 0 {
+                    blobs.extend(found(room));
+                }
+            };
+            let bytes = window.as_bytes();
+            // Braille cells (U+2800 block) and most zero-width characters start
+            // with 0xE2 in UTF-8, the byte-order mark with 0xEF.
+            let has_e2 = memchr::memchr(0xE2, bytes).is_some();
+            if has_e2 || memchr::memchr(0xEF, bytes).is_some() {
+                more(&|room| {
+                    decode::invisible_binary_blobs(window, self.config.max_blob_len, room)
+                });
             }
-            // Braille cells (U+2800 block, 0xE2 0xA0..0xA3 in UTF-8) and the
-            // NATO spelling alphabet (only where its commonest words occur).
-            if memchr::memchr(0xE2, window.as_bytes()).is_some()
-                && blobs.len() < self.config.max_decoded_blobs
-            {
-                let room = self.config.max_decoded_blobs - blobs.len();
-                blobs.extend(decode::braille_blobs(window, room));
+            if has_e2 {
+                more(&|room| decode::braille_blobs(window, room));
             }
-            if NATO_CUES
-                .iter()
-                .any(|cue| cue.find(scan.normalized.text.as_bytes()).is_some())
-                && blobs.len() < self.config.max_decoded_blobs
-            {
-                let room = self.config.max_decoded_blobs - blobs.len();
-                blobs.extend(decode::nato_blobs(window, room));
+            if NATO_CUE.find(scan.normalized.text.as_bytes()).is_some() {
+                more(&|room| decode::nato_blobs(window, room));
             }
-            // Numeric HTML character references (`&#73;&#103;…`).
-            if memchr::memmem::find(window.as_bytes(), b"&#").is_some()
-                && blobs.len() < self.config.max_decoded_blobs
-            {
-                let room = self.config.max_decoded_blobs - blobs.len();
-                blobs.extend(decode::html_entity_blobs(
-                    window,
-                    self.config.max_blob_len,
-                    room,
-                ));
+            if memchr::memmem::find(bytes, b"&#").is_some() {
+                more(&|room| decode::html_entity_blobs(window, self.config.max_blob_len, room));
             }
             // A Caesar shift is looked for only where the text speaks of one.
             if speaks_of_a_shift(&scan.normalized.text)
@@ -885,6 +872,17 @@ fn word_runs(bytes: &[u8], in_word: impl Fn(u8) -> bool) -> impl Iterator<Item =
     })
 }
 
+/// The letter a symbol stands for inside a word: `@ $ ! |` as `a s i l`.
+fn symbol_letter(b: u8) -> Option<u8> {
+    Some(match b {
+        b'@' => b'a',
+        b'$' => b's',
+        b'!' => b'i',
+        b'|' => b'l',
+        _ => return None,
+    })
+}
+
 /// `text` with `@`, `$`, `!` and `|` read as `a`, `s`, `i` and `l` inside the words
 /// where that, with leetspeak digits folded, spells a `known` word (`th@t`,
 /// `p@55w0rd`, `scr!pt`, `@cc3ss`); `None` when no word changes. E-mail
@@ -896,7 +894,7 @@ fn fold_symbol_letters(text: &str, known: impl Fn(&[u8]) -> bool) -> Option<Stri
     if memchr::memchr3(b'@', b'$', b'!', bytes).is_none() && memchr::memchr(b'|', bytes).is_none() {
         return None;
     }
-    let in_word = |b: u8| b.is_ascii_alphanumeric() || matches!(b, b'@' | b'$' | b'!' | b'|');
+    let in_word = |b: u8| b.is_ascii_alphanumeric() || symbol_letter(b).is_some();
     let mut out: Option<Vec<u8>> = None;
     let mut candidate: Vec<u8> = Vec::new();
     for (start, i) in word_runs(bytes, in_word) {
@@ -906,36 +904,26 @@ fn fold_symbol_letters(text: &str, known: impl Fn(&[u8]) -> bool) -> Option<Stri
             end -= 1;
         }
         let word = &bytes[start..end];
-        let symbols = word.iter().any(|b| matches!(b, b'@' | b'$' | b'!' | b'|'));
+        let symbols = word.iter().any(|&b| symbol_letter(b).is_some());
         let letters = word.iter().filter(|b| b.is_ascii_alphabetic()).count();
         // A word of digits and symbols only (`4||` for "all") must be longer.
         if !symbols || (letters < 2 && word.len() < 3) || word.len() > 32 {
             continue;
         }
+        // The word as the normaliser will read it once the symbols are
+        // letters (leetspeak digits folded too).
         candidate.clear();
-        candidate.extend(word.iter().map(|&b| match b.to_ascii_lowercase() {
-            b'@' | b'4' => b'a',
-            b'$' | b'5' => b's',
-            b'!' | b'1' => b'i',
-            b'0' => b'o',
-            b'3' => b'e',
-            b'7' => b't',
-            b'|' => b'l',
-            b'9' => b'g',
-            c => c,
+        candidate.extend(word.iter().map(|&b| {
+            symbol_letter(b)
+                .or_else(|| normalize::leet(char::from(b)).map(|c| c as u8))
+                .unwrap_or(b.to_ascii_lowercase())
         }));
         if !known(&candidate) {
             continue;
         }
         let out = out.get_or_insert_with(|| bytes.to_vec());
         for (k, &b) in word.iter().enumerate() {
-            out[start + k] = match b {
-                b'@' => b'a',
-                b'$' => b's',
-                b'!' => b'i',
-                b'|' => b'l',
-                other => other,
-            };
+            out[start + k] = symbol_letter(b).unwrap_or(b);
         }
     }
     // Only ASCII bytes were replaced by ASCII bytes.
@@ -944,8 +932,8 @@ fn fold_symbol_letters(text: &str, known: impl Fn(&[u8]) -> bool) -> Option<Stri
 
 /// A word of the NATO spelling alphabet that almost any spelled English text
 /// of some length holds (the commonest letter's).
-static NATO_CUES: std::sync::LazyLock<[memchr::memmem::Finder<'static>; 1]> =
-    std::sync::LazyLock::new(|| [b"echo ".as_slice()].map(memchr::memmem::Finder::new));
+static NATO_CUE: std::sync::LazyLock<memchr::memmem::Finder<'static>> =
+    std::sync::LazyLock::new(|| memchr::memmem::Finder::new(b"echo "));
 
 /// Letters in a run of capitalised words written together, at least.
 const CAMEL_MIN_RUN: u32 = 20;

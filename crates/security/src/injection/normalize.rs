@@ -213,20 +213,18 @@ impl Builder {
         }
         let single_letter = chars.len() == 1 && chars[0].0.is_alphabetic() && !is_cjk(chars[0].0);
         if single_letter {
-            // Letters spaced by one separator join; a wider gap (`i g n o r e   a l l`)
-            // or another separator (`d.o y.o.u`) ends the word.
+            // See `singles_break`.
             let sep = self.word_sep;
             if let Some(&(_, prev)) = self.singles.last() {
-                if chars[0].1.saturating_sub(prev) > 2
-                    || (self.singles.len() >= 3 && self.singles_sep != sep)
-                {
-                    self.flush_singles();
-                } else if self.singles.len() == 2 && self.singles_sep != sep {
-                    // Two letters were no word yet: the last may begin the
-                    // next run (`a b*o*m*b`).
-                    let last = self.singles.pop();
-                    self.flush_singles();
-                    self.singles.extend(last);
+                let wide = chars[0].1.saturating_sub(prev) > 2;
+                match singles_break(self.singles.len(), wide, self.singles_sep != sep) {
+                    SinglesBreak::None => {}
+                    SinglesBreak::All => self.flush_singles(),
+                    SinglesBreak::AllButLast => {
+                        let last = self.singles.pop();
+                        self.flush_singles();
+                        self.singles.extend(last);
+                    }
                 }
             }
             if self.singles.len() == 1 {
@@ -265,6 +263,30 @@ impl Builder {
         }
         self.singles = singles;
         self.singles.clear();
+    }
+}
+
+/// What a new single letter does to the run of single letters before it.
+enum SinglesBreak {
+    /// It joins the run.
+    None,
+    /// The run ends before it.
+    All,
+    /// The run's last letter begins a new run with it.
+    AllButLast,
+}
+
+/// Letters spaced by one separator join; a wider gap (`i g n o r e   a l l`)
+/// ends the run, and so does another separator (`d.o y.o.u`) after a run of
+/// three or more. Two letters were no word yet: after them, the last may begin
+/// the next run (`a b*o*m*b`).
+fn singles_break(run: usize, wide_gap: bool, other_separator: bool) -> SinglesBreak {
+    if wide_gap || (run >= 3 && other_separator) {
+        SinglesBreak::All
+    } else if run == 2 && other_separator {
+        SinglesBreak::AllButLast
+    } else {
+        SinglesBreak::None
     }
 }
 
@@ -406,15 +428,15 @@ fn normalize_ascii(bytes: &[u8]) -> Normalized {
             // The separator before this letter (one byte when the gap is narrow).
             let sep = start.checked_sub(1).map(|i| bytes[i]);
             if let Some(&(_, prev)) = singles.last() {
-                if at(start).saturating_sub(prev) > 2 || (singles.len() >= 3 && singles_sep != sep)
-                {
-                    out.flush_singles(&mut singles);
-                } else if singles.len() == 2 && singles_sep != sep {
-                    // Two letters were no word yet: the last may begin the
-                    // next run (`a b*o*m*b`).
-                    let last = singles.pop();
-                    out.flush_singles(&mut singles);
-                    singles.extend(last);
+                let wide = at(start).saturating_sub(prev) > 2;
+                match singles_break(singles.len(), wide, singles_sep != sep) {
+                    SinglesBreak::None => {}
+                    SinglesBreak::All => out.flush_singles(&mut singles),
+                    SinglesBreak::AllButLast => {
+                        let last = singles.pop();
+                        out.flush_singles(&mut singles);
+                        singles.extend(last);
+                    }
                 }
             }
             if singles.len() == 1 {
@@ -756,7 +778,8 @@ fn capital_confusable(c: char) -> Option<char> {
     })
 }
 
-fn leet(c: char) -> Option<char> {
+/// The letter a leetspeak digit stands for.
+pub(crate) fn leet(c: char) -> Option<char> {
     Some(match c {
         '0' => 'o',
         '1' => 'i',
