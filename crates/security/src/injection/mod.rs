@@ -23,8 +23,9 @@
 //!    fragments joined again (`ig nore`), words written together split at
 //!    their capitals (`IgnoreAllPrevious…`), and pig Latin read back. One that
 //!    shows more rule evidence replaces the plain reading, plus a bonus.
-//! 4. Base64, base32, quoted-printable, hex, binary, URL-encoded and Morse
-//!    blobs, numeric HTML character references, Braille, the NATO spelling
+//! 4. Base64, base32, Ascii85, base85, uuencoded, quoted-printable, hex,
+//!    binary, URL-encoded and Morse blobs, numeric HTML character
+//!    references, Braille, the NATO spelling
 //!    alphabet and bits written in two kinds of zero-width characters are
 //!    decoded, a text that speaks of a Caesar cipher or a shift is read with
 //!    the shift that turns the most of its words into English, and text after
@@ -789,6 +790,15 @@ impl PromptInjectionDetector {
             if NATO_CUE.find(scan.normalized.text.as_bytes()).is_some() {
                 more(&|room| decode::nato_blobs(window, room));
             }
+            more(&|room| {
+                decode::base85_blobs(
+                    window,
+                    self.config.min_blob_len,
+                    self.config.max_blob_len,
+                    room,
+                )
+            });
+            more(&|room| decode::uu_blobs(window, self.config.max_blob_len, room));
             if memchr::memmem::find(bytes, b"&#").is_some() {
                 more(&|room| decode::html_entity_blobs(window, self.config.max_blob_len, room));
             }
