@@ -19,9 +19,12 @@ pub enum Encoding {
     Binary,
     /// Percent-encoding (`%69%67`).
     Url,
-    /// Text after a right-to-left override (U+202E), stored backwards so that
-    /// it displays forwards; scanned in display order.
+    /// Text written backwards: after a right-to-left override (U+202E),
+    /// stored backwards so that it displays forwards, or words spelled
+    /// backwards throughout (`.tpmorp metsys ruoy`); scanned forwards.
     Reversed,
+    /// The Atbash cipher (`a` ↔ `z`, `b` ↔ `y` …: `rtmliv` for `ignore`).
+    Atbash,
     /// Morse code (`.. --. -. --- .-. .` with `/` or wide gaps between words).
     Morse,
     /// Decimal character codes (`105 103 110 111 114 101`).
@@ -1054,7 +1057,8 @@ pub(crate) fn find_blobs(
             | Encoding::InvisibleBinary
             | Encoding::Ascii85
             | Encoding::Base85
-            | Encoding::Uuencode => None,
+            | Encoding::Uuencode
+            | Encoding::Atbash => None,
         };
         if let Some(text) = decoded.and_then(as_text) {
             blobs.push(Blob {

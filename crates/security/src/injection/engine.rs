@@ -16,7 +16,7 @@ use aho_corasick::dfa::DFA;
 use aho_corasick::{Anchored, MatchKind, StartKind};
 use regex::bytes::Regex;
 
-use super::normalize::{Normalized, normalize};
+use super::normalize::{Normalized, Substitution, normalize};
 use super::phrases::{NO_WORD, PhraseIndex};
 use super::rules::{RuleSet, compile_pattern};
 use crate::error::SecurityError;
@@ -305,13 +305,19 @@ impl Compiled {
         })
     }
 
-    /// Scan `input` (one window) and return the rules that matched; marker
-    /// rules (see `CompiledRule::marker`) are tried only with `markers`.
     /// Whether `word` (lowercase, normalised) is a word of some rule phrase.
     pub(crate) fn knows_word(&self, word: &[u8]) -> bool {
         self.phrases.knows(word)
     }
 
+    /// Whether the rule word with dictionary id `id` (see [`Scan::word_ids`])
+    /// read through `substitution` is a rule word too.
+    pub(crate) fn reads_as_word(&self, id: u32, substitution: Substitution) -> bool {
+        self.phrases.reads_as_word(id, substitution)
+    }
+
+    /// Scan `input` (one window) and return the rules that matched; marker
+    /// rules (see `CompiledRule::marker`) are tried only with `markers`.
     pub(crate) fn scan(&self, input: &str, markers: bool) -> Scan {
         let normalized = normalize(input);
         let text = normalized.text.as_str();

@@ -21,8 +21,9 @@
 //!    letter.
 //! 3. Other readings of the window's words, each read once: words split into
 //!    fragments joined again (`ig nore`), words written together split at
-//!    their capitals (`IgnoreAllPrevious…`), and pig Latin read back. One that
-//!    shows more rule evidence replaces the plain reading, plus a bonus.
+//!    their capitals (`IgnoreAllPrevious…`), and pig Latin, text spelled
+//!    backwards and the Atbash cipher read back. One that shows more rule
+//!    evidence replaces the plain reading, plus a bonus.
 //! 4. Base64, base32, Ascii85, base85, uuencoded, quoted-printable, hex,
 //!    binary, URL-encoded and Morse blobs, numeric HTML character
 //!    references, Braille, the NATO spelling
@@ -76,6 +77,7 @@ use serde::{Deserialize, Serialize};
 
 pub use decode::Encoding;
 pub use lexical::{BUILTIN_MODEL, LexicalModel, MAX_MODEL_ENTRIES};
+use normalize::Substitution;
 pub use normalize::{Normalized, Signals, normalize};
 pub use rules::{BUILTIN_RULES, ElementDef, LexiconDef, PatternDef, RuleDef, RuleSet};
 
@@ -715,6 +717,15 @@ impl PromptInjectionDetector {
             // replaces the plain reading if it shows more rule evidence.
             let n = &scan.normalized;
             let known = |w: &[u8]| self.compiled.knows_word(w);
+            let substituted = |substitution| {
+                normalize::substituted_reading(
+                    &n.text,
+                    (&n.words, &scan.word_ids),
+                    substitution,
+                    known,
+                    |id| self.compiled.reads_as_word(id, substitution),
+                )
+            };
             let readings = [
                 (
                     normalize::rejoin_fragments(&n.text, &n.words, &scan.word_ids, known),
@@ -725,6 +736,16 @@ impl PromptInjectionDetector {
                     normalize::pig_latin_decoded(&n.text, &n.words, known),
                     Encoding::PigLatin,
                     "encoding.pig_latin",
+                ),
+                (
+                    substituted(Substitution::Reversed),
+                    Encoding::Reversed,
+                    "encoding.reversed_text",
+                ),
+                (
+                    substituted(Substitution::Atbash),
+                    Encoding::Atbash,
+                    "encoding.atbash",
                 ),
                 (
                     // Only a window with a very long word can hold such a run.

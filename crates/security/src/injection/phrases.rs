@@ -14,6 +14,7 @@ use std::ops::Range;
 use rustc_hash::FxHashMap;
 
 use super::engine::Hit;
+use super::normalize::Substitution;
 
 /// No word, node or concept.
 const NONE: u32 = u32::MAX;
@@ -221,6 +222,9 @@ pub(crate) struct PhraseIndex {
     /// most unknown words skip the key.
     scrambled: FxHashMap<u64, u32>,
     scrambled_ends: [u64; 11],
+    /// Per word id, one bit per [`Substitution`]: whether the word read
+    /// through it is a dictionary word too (`erongi` → `ignore`).
+    substituted: Vec<u8>,
     /// Building only: concepts per node and per prefix before pooling.
     pending: Vec<Vec<u32>>,
     pending_prefixes: Vec<(u32, Box<[u8]>, Vec<u32>)>,
@@ -333,6 +337,27 @@ impl PhraseIndex {
         for (node, concepts) in pending.iter().enumerate() {
             self.nodes[node].concepts = Self::pool(&mut self.concept_pool, concepts);
         }
+        let mut dictionary: Vec<(Vec<u8>, u32)> = self
+            .short
+            .iter()
+            .map(|(&key, &id)| {
+                let mut word = key.to_le_bytes().to_vec();
+                word.retain(|&b| b != 0);
+                (word, id)
+            })
+            .chain(self.words.iter().map(|(word, &id)| (word.to_vec(), id)))
+            .collect();
+        dictionary.sort_unstable_by_key(|&(_, id)| id);
+        self.substituted = dictionary
+            .iter()
+            .map(|(word, _)| {
+                Substitution::ALL
+                    .iter()
+                    .enumerate()
+                    .filter(|(_, s)| self.lookup(&s.apply(word)) != NONE)
+                    .fold(0u8, |bits, (k, _)| bits | 1 << k)
+            })
+            .collect();
         for word in SCRAMBLE_WORDS {
             let id = self.lookup(word.as_bytes());
             if let (true, Some(key), Some(bit)) = (
@@ -411,6 +436,14 @@ impl PhraseIndex {
             } else {
                 self.words.contains_key(word)
             }
+    }
+
+    /// Whether dictionary word `id` read through `substitution` is a
+    /// dictionary word too.
+    pub(crate) fn reads_as_word(&self, id: u32, substitution: Substitution) -> bool {
+        self.substituted
+            .get(id as usize)
+            .is_some_and(|bits| bits & (1 << substitution as u8) != 0)
     }
 
     /// Whether the index holds no phrase.
