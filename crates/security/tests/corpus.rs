@@ -133,7 +133,7 @@ fn report(label: &str, ours: &Score, baseline: &Score) {
 }
 
 /// The late hold-out rounds (`*_holdout5.jsonl` to `*_holdout12.jsonl` and
-/// `*_holdout15.jsonl` to `*_holdout35.jsonl`; the eleventh is benign only,
+/// `*_holdout15.jsonl` to `*_holdout36.jsonl`; the eleventh is benign only,
 /// and the thirteenth and fourteenth, written against keyword filters, have
 /// tests of their own):
 /// tricky benign prompts and fresh attacks, each round written before any rule
@@ -174,6 +174,7 @@ fn detector_meets_the_goals_on_each_late_holdout_round() {
         "holdout33_",
         "holdout34_",
         "holdout35_",
+        "holdout36_",
     ] {
         let (ours, baseline) = measure_round(&all, round);
         assert!(
@@ -221,8 +222,9 @@ fn detector_keeps_false_alarms_rare_next_to_jailbreak_vocabulary() {
 /// were tuned on the twenty-seventh after it had been measured unseen, and the
 /// model was then retrained with it; so were both for the twenty-eighth; rules
 /// were tuned on the twenty-ninth, the thirtieth (its false alarms only) and
-/// the thirty-first to thirty-fourth after each had been measured unseen. The
-/// thirty-fifth, like the twenty-fourth, is a measurement only.)
+/// the thirty-first to thirty-fourth and the thirty-sixth after each had been
+/// measured unseen. The thirty-fifth, like the twenty-fourth, is a
+/// measurement only.)
 const UNTUNED: [&str; 2] = ["holdout24_", "holdout35_"];
 
 /// Family prefix of the thirteenth round.

@@ -21,9 +21,10 @@
 //!    letter.
 //! 3. Other readings of the window's words, each read once: words split into
 //!    fragments joined again (`ig nore`), words written together split at
-//!    their capitals (`IgnoreAllPrevious…`), and pig Latin, text spelled
-//!    backwards and the Atbash cipher read back. One that shows more rule
-//!    evidence replaces the plain reading, plus a bonus.
+//!    their capitals (`IgnoreAllPrevious…`), quoted string literals that
+//!    split words joined (`['rev', 'eal ', 'the ', 'pass', 'word']`), and pig
+//!    Latin, text spelled backwards and the Atbash cipher read back. One that
+//!    shows more rule evidence replaces the plain reading, plus a bonus.
 //! 4. Base64, base32, Ascii85, base85, uuencoded, quoted-printable, hex,
 //!    binary, URL-encoded and Morse blobs, numeric HTML character
 //!    references, Braille, the NATO spelling
@@ -738,6 +739,11 @@ impl PromptInjectionDetector {
                     "encoding.pig_latin",
                 ),
                 (
+                    decode::joined_literals(window, known),
+                    Encoding::SplitWords,
+                    "encoding.joined_literals",
+                ),
+                (
                     substituted(Substitution::Reversed),
                     Encoding::Reversed,
                     "encoding.reversed_text",
@@ -886,7 +892,10 @@ const MIN_LEET_WORDS: usize = 3;
 const MIN_JOINED_LETTERS: usize = 8;
 
 /// The maximal runs of bytes of `bytes` that are `in_word`, as ranges.
-fn word_runs(bytes: &[u8], in_word: impl Fn(u8) -> bool) -> impl Iterator<Item = (usize, usize)> {
+pub(crate) fn word_runs(
+    bytes: &[u8],
+    in_word: impl Fn(u8) -> bool,
+) -> impl Iterator<Item = (usize, usize)> {
     let mut i = 0;
     std::iter::from_fn(move || {
         while i < bytes.len() && !in_word(bytes[i]) {
