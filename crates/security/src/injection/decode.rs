@@ -25,6 +25,9 @@ pub enum Encoding {
     Reversed,
     /// The Atbash cipher (`a` ↔ `z`, `b` ↔ `y` …: `rtmliv` for `ignore`).
     Atbash,
+    /// Words written without their vowels (`gnr ll prvs nstrctns`), read
+    /// back as the rule words they are the consonants of.
+    Disemvowelled,
     /// Morse code (`.. --. -. --- .-. .` with `/` or wide gaps between words).
     Morse,
     /// Decimal character codes (`105 103 110 111 114 101`).
@@ -1180,7 +1183,8 @@ pub(crate) fn find_blobs(
             | Encoding::Ascii85
             | Encoding::Base85
             | Encoding::Uuencode
-            | Encoding::Atbash => None,
+            | Encoding::Atbash
+            | Encoding::Disemvowelled => None,
         };
         if let Some(text) = decoded.and_then(as_text) {
             blobs.push(Blob {

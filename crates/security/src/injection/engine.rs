@@ -316,6 +316,11 @@ impl Compiled {
         self.phrases.reads_as_word(id, substitution)
     }
 
+    /// The rule word whose consonant skeleton `word` is, if any.
+    pub(crate) fn unskeleton(&self, word: &[u8]) -> Option<&[u8]> {
+        self.phrases.unskeleton(word)
+    }
+
     /// Scan `input` (one window) and return the rules that matched; marker
     /// rules (see `CompiledRule::marker`) are tried only with `markers`.
     pub(crate) fn scan(&self, input: &str, markers: bool) -> Scan {

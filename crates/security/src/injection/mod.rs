@@ -23,7 +23,8 @@
 //!    fragments joined again (`ig nore`), words written together split at
 //!    their capitals (`IgnoreAllPrevious…`), quoted string literals that
 //!    split words joined (`['rev', 'eal ', 'the ', 'pass', 'word']`), and pig
-//!    Latin, text spelled backwards and the Atbash cipher read back. One that
+//!    Latin, text spelled backwards, the Atbash cipher and words written
+//!    without vowels (`gnr ll prvs nstrctns`) read back. One that
 //!    shows more rule evidence replaces the plain reading, plus a bonus.
 //! 4. Base64, base32, Ascii85, base85, uuencoded, quoted-printable, hex,
 //!    binary, URL-encoded and Morse blobs, numeric HTML character
@@ -718,7 +719,13 @@ impl PromptInjectionDetector {
             // replaces the plain reading if it shows more rule evidence.
             let n = &scan.normalized;
             let known = |w: &[u8]| self.compiled.knows_word(w);
+            // Text written backwards, in Atbash or without vowels has next
+            // to none of the commonest English words.
+            let odd = normalize::few_common_words(&n.text, &n.words);
             let substituted = |substitution| {
+                if !odd {
+                    return None;
+                }
                 normalize::substituted_reading(
                     &n.text,
                     (&n.words, &scan.word_ids),
@@ -752,6 +759,16 @@ impl PromptInjectionDetector {
                     substituted(Substitution::Atbash),
                     Encoding::Atbash,
                     "encoding.atbash",
+                ),
+                (
+                    odd.then(|| {
+                        normalize::disemvowelled_reading(&n.text, (&n.words, &scan.word_ids), |w| {
+                            self.compiled.unskeleton(w)
+                        })
+                    })
+                    .flatten(),
+                    Encoding::Disemvowelled,
+                    "encoding.disemvowelled",
                 ),
                 (
                     // Only a window with a very long word can hold such a run.

@@ -99,6 +99,11 @@ pub(crate) fn head_at(bytes: &[u8], s: usize, e: usize) -> u64 {
     }
 }
 
+/// Whether `b` is a vowel letter (`y` is not counted: `my`, `try`).
+pub(crate) fn is_vowel(b: u8) -> bool {
+    matches!(b, b'a' | b'e' | b'i' | b'o' | b'u')
+}
+
 /// Size of the word filter in 64-bit words (64 Kibit, 8 KiB).
 const FILTER_WORDS: usize = 1024;
 
@@ -225,6 +230,10 @@ pub(crate) struct PhraseIndex {
     /// Per word id, one bit per [`Substitution`]: whether the word read
     /// through it is a dictionary word too (`erongi` → `ignore`).
     substituted: Vec<u8>,
+    /// Consonant skeletons of dictionary words of three letters or more
+    /// (`prvs` for `previous`) → the word: the first added where several
+    /// share one.
+    skeletons: FxHashMap<Box<[u8]>, Box<[u8]>>,
     /// Building only: concepts per node and per prefix before pooling.
     pending: Vec<Vec<u32>>,
     pending_prefixes: Vec<(u32, Box<[u8]>, Vec<u32>)>,
@@ -358,6 +367,14 @@ impl PhraseIndex {
                     .fold(0u8, |bits, (k, _)| bits | 1 << k)
             })
             .collect();
+        for (word, _) in &dictionary {
+            let skeleton: Box<[u8]> = word.iter().copied().filter(|&b| !is_vowel(b)).collect();
+            if word.len() >= 3 && skeleton.len() >= 2 && skeleton.len() < word.len() {
+                self.skeletons
+                    .entry(skeleton)
+                    .or_insert_with(|| word.as_slice().into());
+            }
+        }
         for word in SCRAMBLE_WORDS {
             let id = self.lookup(word.as_bytes());
             if let (true, Some(key), Some(bit)) = (
@@ -444,6 +461,12 @@ impl PhraseIndex {
         self.substituted
             .get(id as usize)
             .is_some_and(|bits| bits & (1 << substitution as u8) != 0)
+    }
+
+    /// The dictionary word whose consonant skeleton `word` is (`nstrctns` →
+    /// `instructions`), if any.
+    pub(crate) fn unskeleton(&self, word: &[u8]) -> Option<&[u8]> {
+        self.skeletons.get(word).map(|w| &**w)
     }
 
     /// Whether the index holds no phrase.
