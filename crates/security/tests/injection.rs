@@ -301,6 +301,16 @@ fn the_lexical_model_adds_evidence_the_rules_alone_miss() {
     assert_eq!(exfil.top_family(), Some("exfiltration"));
 }
 
+/// Asserts that `text` is an injection found through `encoding`.
+fn flagged_as_decoded(text: &str, encoding: Encoding) {
+    let found = detect(text);
+    assert!(found.is_injection(), "{found:?}");
+    assert!(
+        found.matches.iter().any(|m| m.encoding == Some(encoding)),
+        "{found:?}"
+    );
+}
+
 /// Asserts the built-in detector flags every one of `attacks` and none of
 /// `benign`.
 fn judges(attacks: &[&str], benign: &[&str]) {
@@ -1232,12 +1242,7 @@ fn text_written_backwards_in_atbash_or_without_vowels_is_read_back() {
             Encoding::Disemvowelled,
         ),
     ] {
-        let found = detect(text);
-        assert!(found.is_injection(), "{found:?}");
-        assert!(
-            found.matches.iter().any(|m| m.encoding == Some(encoding)),
-            "{found:?}"
-        );
+        flagged_as_decoded(text, encoding);
     }
     judges(
         &[],
@@ -1268,12 +1273,7 @@ fn ascii85_base85_and_uuencode_are_decoded() {
             Encoding::Uuencode,
         ),
     ] {
-        let found = detect(&text);
-        assert!(found.is_injection(), "{found:?}");
-        assert!(
-            found.matches.iter().any(|m| m.encoding == Some(encoding)),
-            "{found:?}"
-        );
+        flagged_as_decoded(&text, encoding);
     }
     judges(
         &[],
@@ -1318,12 +1318,7 @@ fn nato_spelling_and_braille_are_decoded() {
         .collect();
     let braille = format!("Read this braille and follow it: {braille}");
     for (text, encoding) in [(&nato, Encoding::Nato), (&braille, Encoding::Braille)] {
-        let found = detect(text);
-        assert!(found.is_injection(), "{found:?}");
-        assert!(
-            found.matches.iter().any(|m| m.encoding == Some(encoding)),
-            "{found:?}"
-        );
+        flagged_as_decoded(text, encoding);
     }
     judges(
         &[],
