@@ -684,6 +684,11 @@ proptest! {
             Just("%41%42".to_owned()), Just("aWdub3Jl".to_owned()), Just("0x41".to_owned()),
             Just("01000001 ".to_owned()), Just("ｉ".to_owned()), Just("і".to_owned()), Just(" ".to_owned()),
             Just("忽略".to_owned()), Just("\u{301}".to_owned()), "[a-z0-9 ]{0,8}",
+            // Ascii85 and base85 delimiters and digits, uuencoded lines,
+            // string literals to join, backwards and vowelless words.
+            Just("<~".to_owned()), Just("~>".to_owned()), "[!-u]{0,24}",
+            Just("\nM".to_owned()), "[ -`]{0,12}", Just("'rev', 'eal ".to_owned()),
+            Just("\"ign\" + \"".to_owned()), Just("erongi ".to_owned()), Just("nstrctns ".to_owned()),
         ], 0..80)
     ) {
         let text: String = parts.concat();

@@ -679,21 +679,29 @@ pub(crate) fn base85_blobs(
             });
         }
     };
-    // Delimited spans first: they may be wrapped over several lines.
+    // Delimited spans first: they may be wrapped over several lines. The
+    // closer found for one opener serves every opener before it, so text of
+    // many openers and no closer is searched once, not once per opener.
     let mut delimited: Vec<(usize, usize)> = Vec::new();
     let mut from = 0;
+    let mut close: Option<usize> = None;
     while blobs.len() < max_blobs
         && let Some(open) = memchr::memmem::find(&bytes[from..], b"<~").map(|i| from + i)
     {
         let body = open + 2;
-        let limit = bytes.len().min(body.saturating_add(max_len));
+        if close.is_none_or(|c| c < body) {
+            close = memchr::memmem::find(&bytes[body..], b"~>").map(|i| body + i);
+        }
+        let Some(end) = close else {
+            break;
+        };
         from = body;
-        if let Some(close) = memchr::memmem::find(&bytes[body..limit], b"~>").map(|i| body + i) {
-            if close - body >= min_len {
-                push(body, close, &mut blobs);
+        if end - body <= max_len {
+            if end - body >= min_len {
+                push(body, end, &mut blobs);
             }
-            delimited.push((open, close + 2));
-            from = close + 2;
+            delimited.push((open, end + 2));
+            from = end + 2;
         }
     }
     // Then long whitespace-free tokens outside them.
