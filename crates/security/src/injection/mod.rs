@@ -27,10 +27,9 @@
 //!    without vowels (`gnr ll prvs nstrctns`) read back. One that
 //!    shows more rule evidence replaces the plain reading, plus a bonus.
 //! 4. Base64, base32, Ascii85, base85, uuencoded, quoted-printable, hex,
-//!    binary, URL-encoded and Morse blobs, numeric HTML character
-//!    references, Braille, the NATO spelling
-//!    alphabet and bits written in two kinds of zero-width characters are
-//!    decoded, a text that speaks of a Caesar cipher or a shift is read with
+//!    binary, URL-encoded and Morse blobs, numeric HTML character references,
+//!    Braille, the NATO spelling alphabet and bits written in two kinds of
+//!    zero-width characters are decoded, a text that speaks of a Caesar cipher or a shift is read with
 //!    the shift that turns the most of its words into English, and text after
 //!    a right-to-left override (U+202E) is read in display order (bounded
 //!    count, size and depth); they are scanned the same way, and what they
@@ -723,17 +722,24 @@ impl PromptInjectionDetector {
             // to none of the commonest English words.
             let odd = normalize::few_common_words(&n.text, &n.words);
             let substituted = |substitution| {
-                if !odd {
-                    return None;
-                }
-                normalize::substituted_reading(
-                    &n.text,
-                    (&n.words, &scan.word_ids),
-                    substitution,
-                    known,
-                    |id| self.compiled.reads_as_word(id, substitution),
-                )
+                odd.then(|| {
+                    normalize::substituted_reading(
+                        &n.text,
+                        (&n.words, &scan.word_ids),
+                        substitution,
+                        known,
+                        |id| self.compiled.reads_as_word(id, substitution),
+                    )
+                })
+                .flatten()
             };
+            let disemvowelled = odd
+                .then(|| {
+                    normalize::disemvowelled_reading(&n.text, (&n.words, &scan.word_ids), |w| {
+                        self.compiled.unskeleton(w)
+                    })
+                })
+                .flatten();
             let readings = [
                 (
                     normalize::rejoin_fragments(&n.text, &n.words, &scan.word_ids, known),
@@ -761,12 +767,7 @@ impl PromptInjectionDetector {
                     "encoding.atbash",
                 ),
                 (
-                    odd.then(|| {
-                        normalize::disemvowelled_reading(&n.text, (&n.words, &scan.word_ids), |w| {
-                            self.compiled.unskeleton(w)
-                        })
-                    })
-                    .flatten(),
+                    disemvowelled,
                     Encoding::Disemvowelled,
                     "encoding.disemvowelled",
                 ),

@@ -362,9 +362,8 @@ impl PhraseIndex {
             .map(|(word, _)| {
                 Substitution::ALL
                     .iter()
-                    .enumerate()
-                    .filter(|(_, s)| self.lookup(&s.apply(word)) != NONE)
-                    .fold(0u8, |bits, (k, _)| bits | 1 << k)
+                    .filter(|s| self.lookup(&s.apply(word)) != NONE)
+                    .fold(0u8, |bits, &s| bits | 1 << s as u8)
             })
             .collect();
         for (word, _) in &dictionary {
