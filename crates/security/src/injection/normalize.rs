@@ -1061,47 +1061,74 @@ pub(crate) fn few_common_words(text: &str, words: &[(u32, u32)]) -> bool {
     true
 }
 
-/// The commonest English function words.
+/// The commonest English function words, each packed into a `u32` (its
+/// bytes little-endian, zero padded; none is longer than four letters),
+/// sorted.
+const COMMON_ENGLISH: [u32; 36] = {
+    const WORDS: [&[u8]; 36] = [
+        b"the", b"and", b"to", b"of", b"a", b"in", b"is", b"it", b"for", b"on", b"with", b"that",
+        b"this", b"you", b"your", b"be", b"are", b"as", b"at", b"or", b"by", b"from", b"an", b"we",
+        b"our", b"have", b"not", b"do", b"if", b"can", b"my", b"me", b"i", b"what", b"how", b"was",
+    ];
+    let mut packed = [0u32; 36];
+    let mut i = 0;
+    while i < WORDS.len() {
+        packed[i] = pack_short(WORDS[i]);
+        i += 1;
+    }
+    // Insertion sort, for the binary search.
+    let mut i = 1;
+    while i < packed.len() {
+        let mut k = i;
+        while k > 0 && packed[k - 1] > packed[k] {
+            let t = packed[k];
+            packed[k] = packed[k - 1];
+            packed[k - 1] = t;
+            k -= 1;
+        }
+        i += 1;
+    }
+    packed
+};
+
+/// One bit per [`COMMON_ENGLISH`] word (by [`common_bit`]): most other
+/// short words miss it, and skip the search.
+const COMMON_FILTER: [u64; 4] = {
+    let mut filter = [0u64; 4];
+    let mut i = 0;
+    while i < COMMON_ENGLISH.len() {
+        let bit = common_bit(COMMON_ENGLISH[i]);
+        filter[bit / 64] |= 1 << (bit % 64);
+        i += 1;
+    }
+    filter
+};
+
+/// A word of at most four bytes packed into a `u32`.
+const fn pack_short(word: &[u8]) -> u32 {
+    let mut packed = 0u32;
+    let mut k = 0;
+    while k < word.len() && k < 4 {
+        packed |= (word[k] as u32) << (8 * k);
+        k += 1;
+    }
+    packed
+}
+
+/// The filter bit of a packed short word.
+const fn common_bit(packed: u32) -> usize {
+    (packed.wrapping_mul(0x9E37_79B1) >> 24) as usize
+}
+
+/// Whether `word` is one of [`COMMON_ENGLISH`].
 fn is_common_english(word: &[u8]) -> bool {
-    matches!(
-        word,
-        b"the"
-            | b"and"
-            | b"to"
-            | b"of"
-            | b"a"
-            | b"in"
-            | b"is"
-            | b"it"
-            | b"for"
-            | b"on"
-            | b"with"
-            | b"that"
-            | b"this"
-            | b"you"
-            | b"your"
-            | b"be"
-            | b"are"
-            | b"as"
-            | b"at"
-            | b"or"
-            | b"by"
-            | b"from"
-            | b"an"
-            | b"we"
-            | b"our"
-            | b"have"
-            | b"not"
-            | b"do"
-            | b"if"
-            | b"can"
-            | b"my"
-            | b"me"
-            | b"i"
-            | b"what"
-            | b"how"
-            | b"was"
-    )
+    if word.is_empty() || word.len() > 4 {
+        return false;
+    }
+    let packed = pack_short(word);
+    let bit = common_bit(packed);
+    COMMON_FILTER[bit / 64] & (1 << (bit % 64)) != 0
+        && COMMON_ENGLISH.binary_search(&packed).is_ok()
 }
 
 /// Fewest vowelless words a window needs for a disemvowelled reading.
@@ -1458,6 +1485,20 @@ mod tests {
         // Too few vowelless words, or too few of them rule words.
         assert_eq!(reading("gym rhythm by my try"), None);
         assert_eq!(reading("gnr ll the previous instructions of the day"), None);
+    }
+
+    #[test]
+    fn every_common_word_and_no_other_is_recognised() {
+        for word in [
+            "the", "and", "to", "of", "a", "in", "is", "it", "for", "on", "with", "that", "this",
+            "you", "your", "be", "are", "as", "at", "or", "by", "from", "an", "we", "our", "have",
+            "not", "do", "if", "can", "my", "me", "i", "what", "how", "was",
+        ] {
+            assert!(is_common_english(word.as_bytes()), "{word}");
+        }
+        for word in ["", "th", "them", "eht", "dna", "b", "ons", "haves", "x"] {
+            assert!(!is_common_english(word.as_bytes()), "{word}");
+        }
     }
 
     #[test]
