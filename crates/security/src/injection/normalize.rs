@@ -1003,11 +1003,9 @@ pub(crate) fn substituted_reading(
 ) -> Option<String> {
     let bytes = text.as_bytes();
     let long = || words.iter().zip(word_ids).filter(|((s, e), _)| e - s >= 3);
-    let (mut total, mut candidates) = (0usize, 0usize);
-    for (_, &id) in long() {
-        total += 1;
-        candidates += usize::from(id == super::phrases::NO_WORD || reads_as_word(id));
-    }
+    let (total, candidates) = count_words((words, word_ids), 3, |id| {
+        id == super::phrases::NO_WORD || reads_as_word(id)
+    });
     if total < MIN_SUBSTITUTED_WORDS || candidates * 2 < total || !substitution.plausible(text) {
         return None;
     }
@@ -1131,6 +1129,28 @@ fn is_common_english(word: &[u8]) -> bool {
         && COMMON_ENGLISH.binary_search(&packed).is_ok()
 }
 
+/// Of the words of at least `min_len` bytes (ranges `words`, dictionary ids
+/// `word_ids`): how many there are, and how many of them have an id
+/// `counted` accepts.
+fn count_words(
+    (words, word_ids): (&[(u32, u32)], &[u32]),
+    min_len: u32,
+    counted: impl Fn(u32) -> bool,
+) -> (usize, usize) {
+    words
+        .iter()
+        .zip(word_ids)
+        .filter(|((s, e), _)| e - s >= min_len)
+        .fold((0, 0), |(total, hits), (_, &id)| {
+            (total + 1, hits + usize::from(counted(id)))
+        })
+}
+
+/// Whether `b` is a vowel letter (`y` is not counted: `my`, `try`).
+pub(crate) fn is_vowel(b: u8) -> bool {
+    matches!(b, b'a' | b'e' | b'i' | b'o' | b'u')
+}
+
 /// Fewest vowelless words a window needs for a disemvowelled reading.
 const MIN_DISEMVOWELLED: usize = 4;
 
@@ -1149,13 +1169,7 @@ pub(crate) fn disemvowelled_reading<'a>(
 ) -> Option<String> {
     let bytes = text.as_bytes();
     let word = |&(s, e): &(u32, u32)| &bytes[s as usize..e as usize];
-    let (mut total, mut unknown) = (0usize, 0usize);
-    for (span, &id) in words.iter().zip(word_ids) {
-        if word(span).len() >= 2 {
-            total += 1;
-            unknown += usize::from(id == super::phrases::NO_WORD);
-        }
-    }
+    let (total, unknown) = count_words((words, word_ids), 2, |id| id == super::phrases::NO_WORD);
     if total < MIN_DISEMVOWELLED || unknown * 2 < total {
         return None;
     }
@@ -1163,9 +1177,7 @@ pub(crate) fn disemvowelled_reading<'a>(
         .iter()
         .filter(|span| {
             let w = word(span);
-            w.len() >= 2
-                && w.iter()
-                    .all(|&b| b.is_ascii_lowercase() && !super::phrases::is_vowel(b))
+            w.len() >= 2 && w.iter().all(|&b| b.is_ascii_lowercase() && !is_vowel(b))
         })
         .collect();
     if bare.len() < MIN_DISEMVOWELLED || bare.len() * 5 < total * 2 {
@@ -1210,7 +1222,6 @@ pub(crate) fn pig_latin_decoded(
     if pig < 4 || pig * 5 < long * 3 {
         return None;
     }
-    let is_vowel = |b: u8| matches!(b, b'a' | b'e' | b'i' | b'o' | b'u');
     let mut out = String::with_capacity(text.len());
     for (i, span) in words.iter().enumerate() {
         if i > 0 {

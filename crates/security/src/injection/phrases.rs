@@ -14,7 +14,7 @@ use std::ops::Range;
 use rustc_hash::FxHashMap;
 
 use super::engine::Hit;
-use super::normalize::Substitution;
+use super::normalize::{Substitution, is_vowel};
 
 /// No word, node or concept.
 const NONE: u32 = u32::MAX;
@@ -97,11 +97,6 @@ pub(crate) fn head_at(bytes: &[u8], s: usize, e: usize) -> u64 {
             u64::from_le_bytes(buf)
         }
     }
-}
-
-/// Whether `b` is a vowel letter (`y` is not counted: `my`, `try`).
-pub(crate) fn is_vowel(b: u8) -> bool {
-    matches!(b, b'a' | b'e' | b'i' | b'o' | b'u')
 }
 
 /// Size of the word filter in 64-bit words (64 Kibit, 8 KiB).
