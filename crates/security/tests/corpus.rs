@@ -134,7 +134,7 @@ fn report(label: &str, ours: &Score, baseline: &Score) {
 }
 
 /// The late hold-out rounds (`*_holdout5.jsonl` to `*_holdout12.jsonl` and
-/// `*_holdout15.jsonl` to `*_holdout38.jsonl`; the eleventh is benign only,
+/// `*_holdout15.jsonl` to `*_holdout39.jsonl`; the eleventh is benign only,
 /// and the thirteenth and fourteenth, written against keyword filters, have
 /// tests of their own):
 /// tricky benign prompts and fresh attacks, each round written before any rule
@@ -178,6 +178,7 @@ fn detector_meets_the_goals_on_each_late_holdout_round() {
         "holdout36_",
         "holdout37_",
         "holdout38_",
+        "holdout39_",
     ] {
         let (ours, baseline) = measure_round(&all, round);
         assert!(
@@ -225,9 +226,9 @@ fn detector_keeps_false_alarms_rare_next_to_jailbreak_vocabulary() {
 /// were tuned on the twenty-seventh after it had been measured unseen, and the
 /// model was then retrained with it; so were both for the twenty-eighth; rules
 /// were tuned on the twenty-ninth, the thirtieth (its false alarms only) and
-/// the thirty-first to thirty-fourth, the thirty-sixth and the thirty-eighth
-/// after each had been measured unseen. The thirty-fifth and thirty-seventh, like the
-/// twenty-fourth, are measurements only.)
+/// the thirty-first to thirty-fourth, the thirty-sixth, the thirty-eighth and
+/// the thirty-ninth after each had been measured unseen. The thirty-fifth and
+/// thirty-seventh, like the twenty-fourth, are measurements only.)
 const UNTUNED: [&str; 3] = ["holdout24_", "holdout35_", "holdout37_"];
 
 /// Family prefix of the thirteenth round.

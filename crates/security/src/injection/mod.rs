@@ -719,8 +719,10 @@ impl PromptInjectionDetector {
             let n = &scan.normalized;
             let known = |w: &[u8]| self.compiled.knows_word(w);
             // Text written backwards, in Atbash or without vowels has next
-            // to none of the commonest English words.
-            let odd = normalize::few_common_words(&n.text, &n.words);
+            // to none of the commonest English words, unless a frame tells
+            // the reader that its vowels were taken out.
+            let told_vowels = memchr::memmem::find(n.text.as_bytes(), b"vowel").is_some();
+            let odd = normalize::few_common_words(&n.text, &n.words) || told_vowels;
             let substituted = |substitution| {
                 odd.then(|| {
                     normalize::substituted_reading(
@@ -735,9 +737,12 @@ impl PromptInjectionDetector {
             };
             let disemvowelled = odd
                 .then(|| {
-                    normalize::disemvowelled_reading(&n.text, (&n.words, &scan.word_ids), |w| {
-                        self.compiled.unskeleton(w)
-                    })
+                    normalize::disemvowelled_reading(
+                        &n.text,
+                        (&n.words, &scan.word_ids),
+                        told_vowels,
+                        |w| self.compiled.unskeleton(w),
+                    )
                 })
                 .flatten();
             let readings = [
