@@ -217,6 +217,10 @@ pub struct TracingConfig {
     /// Log line format.
     pub log_format: LogFormat,
     /// `EnvFilter` directives used when `RUST_LOG` is not set, e.g. `info`.
+    /// Here and in `RUST_LOG`, the facade's name stands for the crates it
+    /// re-exports: `composable_rust_agent_patterns=debug` enables every
+    /// `agent_patterns_*` crate's events, `composable_rust_agent_patterns::audit`
+    /// those of `agent_patterns_audit`.
     pub log_filter: String,
     /// Colour level names in [`LogFormat::Text`] output.
     pub ansi: bool,

@@ -253,7 +253,7 @@ impl TracingBuilder {
         let tracer = provider.tracer(config.service_name.clone());
 
         let env_filter = EnvFilter::builder()
-            .parse(&config.log_filter)
+            .parse(crate::filter::expand_facade_targets(&config.log_filter))
             .map_err(|e| TracingError::config("log_filter", e.to_string()))?;
         let otel_layer = tracing_opentelemetry::layer()
             .with_tracer(tracer)

@@ -77,6 +77,7 @@ mod config;
 pub mod context_propagation;
 mod error;
 mod export;
+mod filter;
 pub mod genai;
 mod http_layer;
 mod init;

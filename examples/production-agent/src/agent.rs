@@ -129,6 +129,20 @@ pub enum AgentAction {
     EndConversation,
 }
 
+impl AgentAction {
+    /// The variant's name, for logs (no user content).
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Self::StartConversation { .. } => "start_conversation",
+            Self::SendMessage { .. } => "send_message",
+            Self::ProcessResponse { .. } => "process_response",
+            Self::ToolResult { .. } => "tool_result",
+            Self::LlmFailed { .. } => "llm_failed",
+            Self::EndConversation => "end_conversation",
+        }
+    }
+}
+
 /// Decides whether a message may reach the model; `Some(reason)` blocks it.
 pub type Screen = Arc<dyn Fn(&str) -> Option<String> + Send + Sync>;
 
@@ -209,6 +223,15 @@ impl Reducer for AgentReducer {
         action: AgentAction,
         env: &Arc<ServerEnvironment>,
     ) -> Effects<AgentAction> {
+        // `RUST_LOG=production_agent::reducer=trace` follows every step
+        // (the action's kind only: messages are not logged).
+        tracing::trace!(
+            target: "production_agent::reducer",
+            action = action.kind(),
+            messages = state.messages.len(),
+            steps = state.steps,
+            "reduce"
+        );
         match action {
             AgentAction::StartConversation { user_id } => {
                 state.user_id = Some(user_id);

@@ -15,6 +15,11 @@ use composable_rust_agent_patterns::tracing_support::{
 use production_agent::App;
 use production_agent::config::Config;
 
+/// mimalloc: the agent path allocates per request (histories, audit events);
+/// it scales better across worker threads than the system allocator.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// An AI-agent server with auth, rate limits, circuit breakers, tools, health
 /// probes and Prometheus metrics. Runs with no setup on an offline model.
 ///
@@ -33,11 +38,6 @@ use production_agent::config::Config;
 ///   AGENT_JSON_LOGS       1 for JSON log lines
 ///   RUST_LOG              log filter (default info)
 ///   OTEL_EXPORTER_OTLP_ENDPOINT   export traces over OTLP (other OTEL_* honoured)
-/// mimalloc: the agent path allocates per request (histories, audit events);
-/// it scales better across worker threads than the system allocator.
-#[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
 #[derive(Debug, Parser)]
 #[command(name = "production-agent", version, verbatim_doc_comment)]
 struct Args {

@@ -1,0 +1,95 @@
+//! Log filter directives that name the facade.
+
+/// The facade crate's name as users write it in `RUST_LOG`.
+const FACADE: &str = "composable_rust_agent_patterns";
+
+/// `filter` (`EnvFilter` directives) with the facade's name standing for the
+/// crates it re-exports. Events carry the target of the crate that emits them
+/// (`agent_patterns_resilience::circuit_breaker`), never the facade's, so
+/// `composable_rust_agent_patterns=debug` becomes `agent_patterns=debug` (a
+/// prefix of every one of them) and a facade module path
+/// (`composable_rust_agent_patterns::resilience=trace`) the crate behind it
+/// (`agent_patterns_resilience=trace`). Other directives are kept as written.
+pub(crate) fn expand_facade_targets(filter: &str) -> String {
+    filter
+        .split(',')
+        .map(|directive| {
+            let lead = directive.len() - directive.trim_start().len();
+            let (space, d) = directive.split_at(lead);
+            let Some(rest) = d.strip_prefix(FACADE) else {
+                return directive.to_owned();
+            };
+            if rest.is_empty() || rest.starts_with(['=', '[']) {
+                return format!("{space}agent_patterns{rest}");
+            }
+            let Some(path) = rest.strip_prefix("::") else {
+                return directive.to_owned();
+            };
+            let end = path.find([':', '=', '[']).unwrap_or(path.len());
+            let module = match &path[..end] {
+                "context_propagation" => "tracing_support",
+                "" => return directive.to_owned(),
+                other => other,
+            };
+            format!("{space}agent_patterns_{module}{}", &path[end..])
+        })
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::expand_facade_targets;
+
+    #[test]
+    fn the_facade_name_stands_for_its_crates() {
+        assert_eq!(
+            expand_facade_targets("production_agent=debug,composable_rust_agent_patterns=debug"),
+            "production_agent=debug,agent_patterns=debug"
+        );
+        assert_eq!(
+            expand_facade_targets("composable_rust_agent_patterns::resilience=trace"),
+            "agent_patterns_resilience=trace"
+        );
+        assert_eq!(
+            expand_facade_targets("composable_rust_agent_patterns::context_propagation::x=info"),
+            "agent_patterns_tracing_support::x=info"
+        );
+        assert_eq!(
+            expand_facade_targets("composable_rust_agent_patterns[span]=info"),
+            "agent_patterns[span]=info"
+        );
+    }
+
+    #[test]
+    fn other_directives_are_kept() {
+        for filter in [
+            "info",
+            "production_agent::reducer=trace",
+            "composable_rust_agent_patterns_extra=debug",
+            "my_crate=warn, tower_http=debug",
+        ] {
+            assert_eq!(expand_facade_targets(filter), filter);
+        }
+    }
+
+    #[test]
+    fn the_expanded_filter_enables_the_crates_events() {
+        use tracing_subscriber::layer::SubscriberExt as _;
+        let filter = tracing_subscriber::EnvFilter::builder()
+            .parse(expand_facade_targets(
+                "composable_rust_agent_patterns=debug",
+            ))
+            .unwrap();
+        let subscriber = tracing_subscriber::registry().with(filter);
+        tracing::subscriber::with_default(subscriber, || {
+            assert!(
+                tracing::enabled!(target: "agent_patterns_resilience::breaker", tracing::Level::DEBUG)
+            );
+            assert!(
+                !tracing::enabled!(target: "agent_patterns_resilience::breaker", tracing::Level::TRACE)
+            );
+            assert!(!tracing::enabled!(target: "other_crate", tracing::Level::DEBUG));
+        });
+    }
+}
