@@ -116,3 +116,13 @@ pub use agent_patterns_resilience::{
 #[cfg(doctest)]
 #[doc = include_str!("../../../README.md")]
 pub struct ReadmeDoctests;
+
+/// The observability guide's Rust examples, compiled as doctests.
+#[cfg(all(doctest, feature = "tracing-support", feature = "resilience"))]
+#[doc = include_str!("../../../docs/observability.md")]
+pub struct ObservabilityDoctests;
+
+/// The PostgreSQL guide's Rust examples, compiled as doctests.
+#[cfg(all(doctest, feature = "postgres", feature = "health", feature = "shutdown"))]
+#[doc = include_str!("../../../docs/production-database.md")]
+pub struct ProductionDatabaseDoctests;
