@@ -66,9 +66,9 @@ impl Score {
 #[test]
 fn detector_beats_the_eight_substring_baseline_on_the_dev_corpus() {
     // The thirteenth and fourteenth rounds measure known weaknesses and have
-    // tests of their own; the twenty-fourth, thirty-fifth and thirty-seventh
-    // are unseen measurements, never tuned or trained on, pinned with the
-    // late rounds.
+    // tests of their own; the twenty-fourth, thirty-fifth, thirty-seventh and
+    // fortieth are unseen measurements, never tuned or trained on, pinned with
+    // the late rounds.
     let rows: Vec<Row> = load()
         .into_iter()
         .filter(|r| {
@@ -134,7 +134,7 @@ fn report(label: &str, ours: &Score, baseline: &Score) {
 }
 
 /// The late hold-out rounds (`*_holdout5.jsonl` to `*_holdout12.jsonl` and
-/// `*_holdout15.jsonl` to `*_holdout39.jsonl`; the eleventh is benign only,
+/// `*_holdout15.jsonl` to `*_holdout40.jsonl`; the eleventh is benign only,
 /// and the thirteenth and fourteenth, written against keyword filters, have
 /// tests of their own):
 /// tricky benign prompts and fresh attacks, each round written before any rule
@@ -179,6 +179,7 @@ fn detector_meets_the_goals_on_each_late_holdout_round() {
         "holdout37_",
         "holdout38_",
         "holdout39_",
+        "holdout40_",
     ] {
         let (ours, baseline) = measure_round(&all, round);
         assert!(
@@ -227,9 +228,10 @@ fn detector_keeps_false_alarms_rare_next_to_jailbreak_vocabulary() {
 /// model was then retrained with it; so were both for the twenty-eighth; rules
 /// were tuned on the twenty-ninth, the thirtieth (its false alarms only) and
 /// the thirty-first to thirty-fourth, the thirty-sixth, the thirty-eighth and
-/// the thirty-ninth after each had been measured unseen. The thirty-fifth and
-/// thirty-seventh, like the twenty-fourth, are measurements only.)
-const UNTUNED: [&str; 3] = ["holdout24_", "holdout35_", "holdout37_"];
+/// the thirty-ninth after each had been measured unseen. The thirty-fifth,
+/// thirty-seventh and fortieth, like the twenty-fourth, are measurements
+/// only.)
+const UNTUNED: [&str; 4] = ["holdout24_", "holdout35_", "holdout37_", "holdout40_"];
 
 /// Family prefix of the thirteenth round.
 const THIRTEENTH: &str = "holdout13_";
