@@ -123,6 +123,11 @@ pub struct ReadmeDoctests;
 pub struct ObservabilityDoctests;
 
 /// The PostgreSQL guide's Rust examples, compiled as doctests.
-#[cfg(all(doctest, feature = "postgres", feature = "health", feature = "shutdown"))]
+#[cfg(all(
+    doctest,
+    feature = "postgres",
+    feature = "health",
+    feature = "shutdown"
+))]
 #[doc = include_str!("../../../docs/production-database.md")]
 pub struct ProductionDatabaseDoctests;
