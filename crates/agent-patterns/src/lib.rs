@@ -34,16 +34,24 @@ pub use std::time::Duration;
 /// Re-exported for implementing the workspace's async traits.
 pub use async_trait::async_trait;
 
-/// The core crate under its own name, for paths like `core::Store`.
-pub use agent_patterns_core as core;
+/// The core crate under its own name, for paths like `agent_core::Store`.
+/// (Not `core`: `use composable_rust_agent_patterns::*;` would then make the
+/// standard library's `core` ambiguous in the user's imports.)
+pub use agent_patterns_core as agent_core;
 
 /// Circuit breaker, rate limiters, bulkhead, retry, timeout and tower layers
 /// (crate `agent-patterns-resilience`, feature `resilience`).
 #[cfg(feature = "resilience")]
 pub mod resilience {
+    /// The resilience crate's metric names and `describe_metrics()`.
+    pub use agent_patterns_resilience::metrics as resilience_metrics;
     pub use agent_patterns_resilience::*;
     pub use std::sync::Arc;
     pub use std::time::Duration;
+    // A private import shadows the glob's `metrics` module, so that
+    // `use …::resilience::*;` leaves the name of the `metrics` crate free.
+    #[allow(unused_imports, hidden_glob_reexports)]
+    use agent_patterns_resilience::metrics;
 }
 
 /// Health checks and the Kubernetes probe routes (crate
@@ -64,9 +72,18 @@ pub mod shutdown {
 /// exporter (crate `agent-patterns-tracing-support`, feature `tracing-support`).
 #[cfg(feature = "tracing-support")]
 pub mod tracing_support {
+    /// The Prometheus recorder's building blocks (buckets, upkeep, the
+    /// `/metrics` route); `PrometheusExporter` and `PrometheusConfig` are
+    /// also here at the top.
+    pub use agent_patterns_tracing_support::prometheus as prometheus_exporter;
     pub use agent_patterns_tracing_support::*;
     pub use std::sync::Arc;
     pub use std::time::Duration;
+    // A private import shadows the glob's `prometheus` module, so that
+    // `use …::tracing_support::*;` leaves the name of the `prometheus` crate
+    // free.
+    #[allow(unused_imports, hidden_glob_reexports)]
+    use agent_patterns_tracing_support::prometheus;
 }
 
 /// W3C trace-context extraction and injection (feature `tracing-support`).

@@ -106,7 +106,7 @@ async fn run(config: Config) -> Result<(), Box<dyn std::error::Error>> {
     })?;
     composable_rust_agent_patterns::describe_metrics();
     production_agent::describe_metrics();
-    composable_rust_agent_patterns::resilience::metrics::describe_metrics();
+    composable_rust_agent_patterns::resilience::resilience_metrics::describe_metrics();
 
     let (http_addr, metrics_addr) = (config.http_addr, config.metrics_addr);
     let shutdown = Arc::new(ShutdownCoordinator::with_config(ShutdownConfig {
