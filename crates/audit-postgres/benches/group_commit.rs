@@ -9,7 +9,9 @@
 //!
 //! Run with `cargo bench -p agent-patterns-audit-postgres --bench group_commit`.
 //! `AUDIT_BENCH_SECS` sets the measuring time per cell (default 2);
-//! `AUDIT_BENCH_LOGGERS` picks the logger counts (default `1,16,64`). Needs the
+//! `AUDIT_BENCH_LOGGERS` picks the logger counts (default `1,16,64`);
+//! `AUDIT_BENCH_IN_FLIGHT` and `AUDIT_BENCH_LINGER_US` override the store's
+//! batches in flight and linger. Needs the
 //! PostgreSQL server of `DATABASE_URL`; creates and drops its own database.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::print_stdout)]
 
@@ -255,6 +257,13 @@ async fn main() {
     {
         config.max_in_flight_batches = n;
         config.max_connections = config.max_connections.max(u32::try_from(n).unwrap() + 1);
+    }
+    // `AUDIT_BENCH_LINGER_US` overrides the store's linger (microseconds).
+    if let Some(us) = std::env::var("AUDIT_BENCH_LINGER_US")
+        .ok()
+        .and_then(|n| n.parse().ok())
+    {
+        config.linger = Duration::from_micros(us);
     }
     let store = Arc::new(
         PostgresAuditLogger::connect_with(&url, config)

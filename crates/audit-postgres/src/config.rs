@@ -22,7 +22,11 @@ pub struct PostgresAuditConfig {
     pub max_batch_size: usize,
     /// How long the writer waits for more events before committing a batch
     /// that is not full. Zero (the default) commits at once: batches still
-    /// form on their own while the previous commit is in flight.
+    /// form on their own while the previous commit is in flight. Tokio's
+    /// timers tick in milliseconds, so any nonzero linger waits about a
+    /// millisecond at least; with many concurrent callers that only slows
+    /// the writer (64 loggers in the bench: about 47,000 events/s with no
+    /// linger, 24,000 with 0.1 ms, 19,000 with 1 ms).
     #[serde(with = "millis")]
     pub linger: Duration,
     /// Batches the writer keeps in flight at once (`1..=16`), each on its
