@@ -5,6 +5,9 @@
 //!   models, doctests and a warning-free `cargo doc`. Checks first that PostgreSQL is reachable.
 //! * `cargo xtask bench [NAME…]` — runs the criterion benchmarks and prints
 //!   each measured type's ratio to its anchor.
+//! * `cargo xtask image [--tag TAG]` — builds the agent server's container image.
+//! * `cargo xtask manifests [--image IMG] [--replicas N] [--namespace NS]` —
+//!   prints its Kubernetes manifests, for `kubectl apply -f -`.
 
 #![allow(clippy::print_stdout, clippy::print_stderr)]
 
@@ -15,6 +18,7 @@ use std::process::{Command, ExitCode};
 use std::time::Duration;
 
 mod bench;
+mod deploy;
 
 /// The database the tests use when `DATABASE_URL` is not set.
 const DEFAULT_DATABASE_URL: &str = "postgres://postgres@127.0.0.1:5432/postgres";
@@ -24,6 +28,8 @@ fn main() -> ExitCode {
     let result = match args.first().map(String::as_str) {
         Some("test") => test(&args[1..]),
         Some("bench") => bench::run(&args[1..]),
+        Some("image") => deploy::image(&args[1..]),
+        Some("manifests") => deploy::manifests(&args[1..]),
         Some("-h" | "--help" | "help") | None => {
             print!("{USAGE}");
             Ok(())
@@ -49,6 +55,11 @@ commands:
   bench [NAME…]  run criterion benchmarks (all, or those matching NAME) and print
                  ratios of each measured type to its anchor
   bench http     the agent server's HTTP throughput against bare axum
+  image [--tag TAG]
+                 docker build the agent server's image (default production-agent:<version>)
+  manifests [--image IMG] [--replicas N] [--namespace NS]
+                 print the Kubernetes manifests (deploy/kubernetes) for that image,
+                 e.g. `cargo xtask manifests --image my/agent:1 | kubectl apply -f -`
 ";
 
 fn test(args: &[String]) -> Result<(), String> {
