@@ -719,10 +719,11 @@ impl PromptInjectionDetector {
             let n = &scan.normalized;
             let known = |w: &[u8]| self.compiled.knows_word(w);
             // Text written backwards, in Atbash or without vowels has next
-            // to none of the commonest English words, unless a frame tells
-            // the reader that its vowels were taken out.
-            let told_vowels = memchr::memmem::find(n.text.as_bytes(), b"vowel").is_some();
-            let odd = normalize::few_common_words(&n.text, &n.words) || told_vowels;
+            // to none of the commonest English words. A frame that tells the
+            // reader its vowels were taken out has common words of its own:
+            // the vowelless reading is tried there too.
+            let told_vowels = normalize::tells_vowels_removed(&n.text);
+            let odd = normalize::few_common_words(&n.text, &n.words);
             let substituted = |substitution| {
                 odd.then(|| {
                     normalize::substituted_reading(
@@ -735,7 +736,7 @@ impl PromptInjectionDetector {
                 })
                 .flatten()
             };
-            let disemvowelled = odd
+            let disemvowelled = (odd || told_vowels)
                 .then(|| {
                     normalize::disemvowelled_reading(
                         &n.text,
