@@ -45,13 +45,17 @@ pub use agent_patterns_core as agent_core;
 pub mod resilience {
     /// The resilience crate's metric names and `describe_metrics()`.
     pub use agent_patterns_resilience::metrics as resilience_metrics;
+    /// The resilience crate's `retry` module (its types are also here at
+    /// the top).
+    pub use agent_patterns_resilience::retry as resilience_retry;
     pub use agent_patterns_resilience::*;
     pub use std::sync::Arc;
     pub use std::time::Duration;
-    // A private import shadows the glob's `metrics` module, so that
-    // `use …::resilience::*;` leaves the name of the `metrics` crate free.
+    // Private imports shadow the glob's `metrics` and `retry` modules, so
+    // that `use …::resilience::*;` leaves the names of the `metrics` and
+    // `retry` crates free.
     #[allow(unused_imports, hidden_glob_reexports)]
-    use agent_patterns_resilience::metrics;
+    use agent_patterns_resilience::{metrics, retry};
 }
 
 /// Health checks and the Kubernetes probe routes (crate
@@ -72,6 +76,9 @@ pub mod shutdown {
 /// exporter (crate `agent-patterns-tracing-support`, feature `tracing-support`).
 #[cfg(feature = "tracing-support")]
 pub mod tracing_support {
+    /// The GenAI spans' module (`ChatSpan` and `ToolSpan` are also here at
+    /// the top).
+    pub use agent_patterns_tracing_support::genai as genai_spans;
     /// The Prometheus recorder's building blocks (buckets, upkeep, the
     /// `/metrics` route); `PrometheusExporter` and `PrometheusConfig` are
     /// also here at the top.
@@ -79,11 +86,11 @@ pub mod tracing_support {
     pub use agent_patterns_tracing_support::*;
     pub use std::sync::Arc;
     pub use std::time::Duration;
-    // A private import shadows the glob's `prometheus` module, so that
-    // `use …::tracing_support::*;` leaves the name of the `prometheus` crate
-    // free.
+    // Private imports shadow the glob's `prometheus` and `genai` modules, so
+    // that `use …::tracing_support::*;` leaves the names of the `prometheus`
+    // and `genai` crates free.
     #[allow(unused_imports, hidden_glob_reexports)]
-    use agent_patterns_tracing_support::prometheus;
+    use agent_patterns_tracing_support::{genai, prometheus};
 }
 
 /// W3C trace-context extraction and injection (feature `tracing-support`).

@@ -21,6 +21,8 @@ fn globs_leave_core_and_metrics_to_the_user() {
         "rate_limiter_rejected_total"
     );
     let _ = prometheus_exporter::describe_known_metrics;
+    let _ = genai_spans::ChatSpan::start;
+    let _: Option<resilience_retry::RetryPolicy> = None;
     let _: Option<agent_core::AgentError> = None;
     let _ = LogFormat::Json;
     let _ = CircuitState::Closed;

@@ -220,7 +220,8 @@ pub struct TracingConfig {
     /// Here and in `RUST_LOG`, the facade's name stands for the crates it
     /// re-exports: `composable_rust_agent_patterns=debug` enables every
     /// `agent_patterns_*` crate's events, `composable_rust_agent_patterns::audit`
-    /// those of `agent_patterns_audit`.
+    /// those of `agent_patterns_audit`. (Audit events written through the
+    /// tracing sink have the target `audit`: filter them by that name.)
     pub log_filter: String,
     /// Colour level names in [`LogFormat::Text`] output.
     pub ansi: bool,

@@ -10,6 +10,8 @@ const FACADE: &str = "composable_rust_agent_patterns";
 /// prefix of every one of them) and a facade module path
 /// (`composable_rust_agent_patterns::resilience=trace`) the crate behind it
 /// (`agent_patterns_resilience=trace`). Other directives are kept as written.
+/// The audit trail's tracing sink logs each event on its own target, `audit`,
+/// which none of these names reaches.
 pub(crate) fn expand_facade_targets(filter: &str) -> String {
     filter
         .split(',')
@@ -26,12 +28,34 @@ pub(crate) fn expand_facade_targets(filter: &str) -> String {
                 return directive.to_owned();
             };
             let end = path.find([':', '=', '[']).unwrap_or(path.len());
-            let module = match &path[..end] {
-                "context_propagation" => "tracing_support",
+            let (module, rest) = (&path[..end], &path[end..]);
+            // The facade's module names that are not crate names.
+            let crate_path = match module {
                 "" => return directive.to_owned(),
-                other => other,
+                "agent_core" => "agent_patterns_core".to_owned(),
+                "context_propagation" => {
+                    "agent_patterns_tracing_support::context_propagation".to_owned()
+                }
+                other => format!("agent_patterns_{other}"),
             };
-            format!("{space}agent_patterns_{module}{}", &path[end..])
+            // Modules the facade renamed inside a crate's module.
+            let rest = rest
+                .strip_prefix("::resilience_metrics")
+                .map(|r| format!("::metrics{r}"))
+                .or_else(|| {
+                    rest.strip_prefix("::prometheus_exporter")
+                        .map(|r| format!("::prometheus{r}"))
+                })
+                .or_else(|| {
+                    rest.strip_prefix("::resilience_retry")
+                        .map(|r| format!("::retry{r}"))
+                })
+                .or_else(|| {
+                    rest.strip_prefix("::genai_spans")
+                        .map(|r| format!("::genai{r}"))
+                })
+                .unwrap_or_else(|| rest.to_owned());
+            format!("{space}{crate_path}{rest}")
         })
         .collect::<Vec<_>>()
         .join(",")
@@ -52,8 +76,28 @@ mod tests {
             "agent_patterns_resilience=trace"
         );
         assert_eq!(
-            expand_facade_targets("composable_rust_agent_patterns::context_propagation::x=info"),
-            "agent_patterns_tracing_support::x=info"
+            expand_facade_targets("composable_rust_agent_patterns::context_propagation=info"),
+            "agent_patterns_tracing_support::context_propagation=info"
+        );
+        assert_eq!(
+            expand_facade_targets("composable_rust_agent_patterns::agent_core=debug"),
+            "agent_patterns_core=debug"
+        );
+        assert_eq!(
+            expand_facade_targets(
+                "composable_rust_agent_patterns::resilience::resilience_metrics=trace"
+            ),
+            "agent_patterns_resilience::metrics=trace"
+        );
+        assert_eq!(
+            expand_facade_targets(
+                "composable_rust_agent_patterns::tracing_support::prometheus_exporter=debug"
+            ),
+            "agent_patterns_tracing_support::prometheus=debug"
+        );
+        assert_eq!(
+            expand_facade_targets("composable_rust_agent_patterns::tracing_support::genai_spans"),
+            "agent_patterns_tracing_support::genai"
         );
         assert_eq!(
             expand_facade_targets("composable_rust_agent_patterns[span]=info"),

@@ -426,8 +426,71 @@ mod secs {
     }
 }
 
+/// What `--print-config` shows in place of a secret.
+pub const REDACTED: &str = "<redacted>";
+
+impl Config {
+    /// This configuration with its secrets replaced by [`REDACTED`]: the API
+    /// keys, the LLM key and the database URL's password. Printed, it is
+    /// safe to share and to keep as a template.
+    pub fn redacted(&self) -> Self {
+        let mut out = self.clone();
+        out.api_keys = vec![REDACTED.to_owned(); self.api_keys.len()];
+        if out.llm.api_key.is_some() {
+            out.llm.api_key = Some(REDACTED.to_owned());
+        }
+        out.database_url = self.database_url.as_deref().map(redact_url_password);
+        out
+    }
+}
+
+/// `scheme://user:password@host/…` with the password replaced; other URLs as
+/// they are.
+fn redact_url_password(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return url.to_owned();
+    };
+    let authority_end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+    let (authority, tail) = rest.split_at(authority_end);
+    let Some((userinfo, host)) = authority.rsplit_once('@') else {
+        return url.to_owned();
+    };
+    match userinfo.split_once(':') {
+        Some((user, _)) => format!("{scheme}://{user}:{REDACTED}@{host}{tail}"),
+        None => url.to_owned(),
+    }
+}
+
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn redacted_hides_every_secret_and_keeps_the_rest() {
+        let mut c = Config::default();
+        c.api_keys = vec!["alice:user:k1".into(), "root:admin:k2".into()];
+        c.llm.api_key = Some("sk-secret".into());
+        c.database_url = Some("postgres://agent:hunter2@db:5432/agent?sslmode=require".into());
+        let r = c.redacted();
+        let text = toml::to_string_pretty(&r).unwrap();
+        for secret in ["k1", "k2", "sk-secret", "hunter2"] {
+            assert!(!text.contains(secret), "{secret} printed:\n{text}");
+        }
+        assert_eq!(r.api_keys.len(), 2);
+        assert_eq!(
+            r.database_url.as_deref(),
+            Some("postgres://agent:<redacted>@db:5432/agent?sslmode=require")
+        );
+        assert_eq!(r.http_addr, c.http_addr);
+        assert_eq!(
+            redact_url_password("postgres://db/agent"),
+            "postgres://db/agent"
+        );
+        assert_eq!(
+            redact_url_password("postgres://u@db/a"),
+            "postgres://u@db/a"
+        );
+        assert_eq!(redact_url_password("not a url"), "not a url");
+    }
+
     use super::*;
 
     fn no_env(_: &str) -> Option<String> {

@@ -60,10 +60,7 @@ async fn main() -> ExitCode {
         }
     };
     if args.print_config {
-        match toml::to_string_pretty(&Config {
-            api_keys: vec!["<redacted>".into(); config.api_keys.len()],
-            ..config
-        }) {
+        match toml::to_string_pretty(&config.redacted()) {
             Ok(text) => {
                 println!("{text}");
                 return ExitCode::SUCCESS;

@@ -33,11 +33,26 @@ fn help_lists_the_configuration_environment() {
 fn print_config_prints_toml_that_parses() {
     let out = Command::new(env!("CARGO_BIN_EXE_production-agent"))
         .arg("--print-config")
-        .env_remove("AGENT_API_KEYS")
+        .env("AGENT_API_KEYS", "alice:user:key-one-secret")
+        .env("ANTHROPIC_API_KEY", "sk-ant-secret")
+        .env(
+            "DATABASE_URL",
+            "postgres://agent:db-secret@127.0.0.1:5432/agent",
+        )
         .output()
         .unwrap();
-    assert!(out.status.success());
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let text = String::from_utf8(out.stdout).unwrap();
+    for secret in ["key-one-secret", "sk-ant-secret", "db-secret"] {
+        assert!(
+            !text.contains(secret),
+            "--print-config printed {secret}:\n{text}"
+        );
+    }
     let value: toml::Value = toml::from_str(&text).unwrap();
     assert!(value.as_table().is_some_and(|t| !t.is_empty()), "{text}");
 }

@@ -137,7 +137,7 @@ fn the_alert_rules_query_emitted_metrics() {
     for line in text.lines() {
         let trimmed = line.trim();
         if let Some(expr) = trimmed.strip_prefix("expr:") {
-            block = expr.trim() == "|";
+            block = matches!(expr.trim(), "|" | "|-" | "|+" | ">" | ">-" | ">+");
             names.extend(metric_names(expr));
         } else if block && !trimmed.contains(": ") {
             names.extend(metric_names(trimmed));
