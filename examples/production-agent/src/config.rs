@@ -465,10 +465,12 @@ fn redact_url_password(url: &str) -> String {
 mod tests {
     #[test]
     fn redacted_hides_every_secret_and_keeps_the_rest() {
-        let mut c = Config::default();
-        c.api_keys = vec!["alice:user:k1".into(), "root:admin:k2".into()];
+        let mut c = Config {
+            api_keys: vec!["alice:user:k1".into(), "root:admin:k2".into()],
+            database_url: Some("postgres://agent:hunter2@db:5432/agent?sslmode=require".into()),
+            ..Config::default()
+        };
         c.llm.api_key = Some("sk-secret".into());
-        c.database_url = Some("postgres://agent:hunter2@db:5432/agent?sslmode=require".into());
         let r = c.redacted();
         let text = toml::to_string_pretty(&r).unwrap();
         for secret in ["k1", "k2", "sk-secret", "hunter2"] {
