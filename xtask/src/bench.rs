@@ -45,12 +45,8 @@ pub(crate) fn run(args: &[String]) -> Result<(), String> {
     if !status.success() {
         return Err("cargo bench failed".into());
     }
-    // Criterion writes under the target directory cargo used (a relative
-    // CARGO_TARGET_DIR is relative to the root, where cargo ran).
-    let target = std::env::var_os("CARGO_TARGET_DIR")
-        .map(|dir| root.join(dir))
-        .unwrap_or_else(|| root.join("target"));
-    report(&target.join("criterion"))
+    // Criterion writes under the target directory cargo used.
+    report(&crate::target_dir(&root).join("criterion"))
 }
 
 /// Print, per group, each function's mean and its ratio to the group's anchor.

@@ -120,10 +120,7 @@ fn test(args: &[String]) -> Result<(), String> {
     }
     // The loom models build the resilience crate with loom's atomics: a
     // separate target directory keeps the main build's artefacts valid.
-    let loom_target = env::var("CARGO_TARGET_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|_| root.join("target"))
-        .join("loom");
+    let loom_target = target_dir(&root).join("loom");
     let loom_target = loom_target.to_string_lossy().into_owned();
     step(
         &root,
@@ -183,6 +180,12 @@ fn has_nextest() -> bool {
         .output()
         .map(|o| o.status.success())
         .unwrap_or(false)
+}
+
+/// The target directory cargo uses when run in `root`: `CARGO_TARGET_DIR`
+/// (relative to `root` when relative), else `root/target`.
+pub(crate) fn target_dir(root: &Path) -> PathBuf {
+    env::var_os("CARGO_TARGET_DIR").map_or_else(|| root.join("target"), |dir| root.join(dir))
 }
 
 pub(crate) fn workspace_root() -> PathBuf {

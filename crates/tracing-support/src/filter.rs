@@ -3,6 +3,25 @@
 /// The facade crate's name as users write it in `RUST_LOG`.
 const FACADE: &str = "composable_rust_agent_patterns";
 
+/// The facade's modules whose name is not `agent_patterns_` + a crate name:
+/// (facade module, target path).
+const FACADE_MODULES: [(&str, &str); 2] = [
+    ("agent_core", "agent_patterns_core"),
+    (
+        "context_propagation",
+        "agent_patterns_tracing_support::context_propagation",
+    ),
+];
+
+/// Modules the facade renamed inside a crate's module: (`::` + facade name,
+/// the crate's own name).
+const RENAMED_MODULES: [(&str, &str); 4] = [
+    ("::resilience_metrics", "metrics"),
+    ("::resilience_retry", "retry"),
+    ("::prometheus_exporter", "prometheus"),
+    ("::genai_spans", "genai"),
+];
+
 /// `filter` (`EnvFilter` directives) with the facade's name standing for the
 /// crates it re-exports. Events carry the target of the crate that emits them
 /// (`agent_patterns_resilience::circuit_breaker`), never the facade's, so
@@ -29,30 +48,20 @@ pub(crate) fn expand_facade_targets(filter: &str) -> String {
             };
             let end = path.find([':', '=', '[']).unwrap_or(path.len());
             let (module, rest) = (&path[..end], &path[end..]);
-            // The facade's module names that are not crate names.
-            let crate_path = match module {
-                "" => return directive.to_owned(),
-                "agent_core" => "agent_patterns_core".to_owned(),
-                "context_propagation" => {
-                    "agent_patterns_tracing_support::context_propagation".to_owned()
-                }
-                other => format!("agent_patterns_{other}"),
-            };
-            // Modules the facade renamed inside a crate's module.
-            let rest = rest
-                .strip_prefix("::resilience_metrics")
-                .map(|r| format!("::metrics{r}"))
-                .or_else(|| {
-                    rest.strip_prefix("::prometheus_exporter")
-                        .map(|r| format!("::prometheus{r}"))
-                })
-                .or_else(|| {
-                    rest.strip_prefix("::resilience_retry")
-                        .map(|r| format!("::retry{r}"))
-                })
-                .or_else(|| {
-                    rest.strip_prefix("::genai_spans")
-                        .map(|r| format!("::genai{r}"))
+            if module.is_empty() {
+                return directive.to_owned();
+            }
+            let crate_path = FACADE_MODULES
+                .iter()
+                .find(|(facade, _)| *facade == module)
+                .map_or_else(
+                    || format!("agent_patterns_{module}"),
+                    |(_, path)| (*path).to_owned(),
+                );
+            let rest = RENAMED_MODULES
+                .iter()
+                .find_map(|(facade, name)| {
+                    rest.strip_prefix(facade).map(|r| format!("::{name}{r}"))
                 })
                 .unwrap_or_else(|| rest.to_owned());
             format!("{space}{crate_path}{rest}")

@@ -436,9 +436,7 @@ impl Config {
     pub fn redacted(&self) -> Self {
         let mut out = self.clone();
         out.api_keys = vec![REDACTED.to_owned(); self.api_keys.len()];
-        if out.llm.api_key.is_some() {
-            out.llm.api_key = Some(REDACTED.to_owned());
-        }
+        out.llm.api_key = self.llm.api_key.as_ref().map(|_| REDACTED.to_owned());
         out.database_url = self.database_url.as_deref().map(redact_url_password);
         out
     }
@@ -463,6 +461,8 @@ fn redact_url_password(url: &str) -> String {
 
 #[cfg(test)]
 mod tests {
+    use super::*;
+
     #[test]
     fn redacted_hides_every_secret_and_keeps_the_rest() {
         let mut c = Config {
@@ -492,8 +492,6 @@ mod tests {
         );
         assert_eq!(redact_url_password("not a url"), "not a url");
     }
-
-    use super::*;
 
     fn no_env(_: &str) -> Option<String> {
         None
