@@ -97,8 +97,21 @@ impl EventPolicy {
     pub fn is_secret_key(&self, key: &str) -> bool {
         let key = normalise(key);
         let key = key.as_bytes();
-        // A fragment must end where a word of the key ends: try each fragment
-        // (normalised once) at each such end, by plain byte comparison.
+        // A fragment must end where a word of the key ends. The last bytes of
+        // the key's words, as a 256-bit set, rule out most fragments by their
+        // own last byte before any fragment is normalised or compared.
+        let mut word_last = [0u64; 4];
+        let mut mark = |end: usize| {
+            if let Some(&b) = end.checked_sub(1).and_then(|i| key.get(i)) {
+                word_last[usize::from(b / 64)] |= 1 << (b % 64);
+            }
+        };
+        for (i, &b) in key.iter().enumerate() {
+            if b == b'_' {
+                mark(i);
+            }
+        }
+        mark(key.len());
         let word_ends = || {
             key.iter()
                 .enumerate()
@@ -107,6 +120,17 @@ impl EventPolicy {
                 .chain(std::iter::once(key.len()))
         };
         self.redact_keys.iter().any(|fragment| {
+            // An ASCII letter or digit ends the normalised fragment as itself,
+            // lowercased; anything else takes the general path.
+            if let Some(last) = fragment
+                .as_bytes()
+                .last()
+                .filter(|b| b.is_ascii_alphanumeric())
+                .map(u8::to_ascii_lowercase)
+                && word_last[usize::from(last / 64)] & (1 << (last % 64)) == 0
+            {
+                return false;
+            }
             let fragment = normalise(fragment);
             !fragment.is_empty() && word_ends().any(|end| key[..end].ends_with(fragment.as_bytes()))
         })
@@ -249,6 +273,25 @@ mod tests {
         assert_eq!(stored.metadata["Authorization"], REDACTED);
         assert_eq!(stored.metadata["refresh_token"], REDACTED);
         assert_eq!(stored.metadata["method"], "password");
+    }
+
+    #[test]
+    fn custom_fragments_match_in_any_case_and_spelling() {
+        let policy = EventPolicy {
+            redact_keys: vec![
+                "ClientSecret".into(),
+                "PIN".into(),
+                "ssn".into(),
+                "otp-".into(),
+            ],
+            ..EventPolicy::default()
+        };
+        for key in ["client_secret", "myClientSecret", "user_pin", "SSN", "otp_"] {
+            assert!(policy.is_secret_key(key), "{key} should be secret");
+        }
+        for key in ["client_secrets", "pinned", "ssns", "otp"] {
+            assert!(!policy.is_secret_key(key), "{key} should not be secret");
+        }
     }
 
     #[test]
