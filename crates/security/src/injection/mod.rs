@@ -1247,11 +1247,19 @@ fn quoted_spans(text: &str) -> Vec<(usize, usize)> {
     // The start of the line holding `at`, found incrementally.
     let mut line_start = 0;
     let mut lines_scanned = 0;
-    while let Some(open) = bytes[at..]
-        .iter()
-        .position(|&b| matches!(b, b'"' | b'\'' | 0xE2 | 0xC2))
-        .map(|i| at + i)
-    {
+    // The next lead byte of `“ ‘` (0xE2) or `«` (0xC2) at or after `at`,
+    // searched again only once `at` has passed it: ASCII text costs one
+    // vectorised search for it, and the quotes between are found with another.
+    let mut wide_at = memchr::memchr2(0xE2, 0xC2, bytes);
+    while let Some(open) = {
+        if wide_at.is_some_and(|w| w < at) {
+            wide_at = memchr::memchr2(0xE2, 0xC2, &bytes[at..]).map(|i| at + i);
+        }
+        let narrow_end = wide_at.unwrap_or(bytes.len());
+        memchr::memchr2(b'"', b'\'', &bytes[at..narrow_end])
+            .map(|i| at + i)
+            .or(wide_at)
+    } {
         let Some(c) = text[open..].chars().next() else {
             break;
         };
