@@ -446,7 +446,9 @@ fn normalize_ascii(bytes: &[u8]) -> Normalized {
             singles.push((word[0].to_ascii_lowercase(), at(start)));
             continue;
         }
-        out.flush_singles(&mut singles);
+        if !singles.is_empty() {
+            out.flush_singles(&mut singles);
+        }
         out.separate(at(start));
         let word_start = span_pos(out.text.len());
         if has_digit && has_alpha && word.len() > 2 {
@@ -456,7 +458,9 @@ fn normalize_ascii(bytes: &[u8]) -> Normalized {
                 leet(c as char).map_or(c, |l| l as u8)
             }));
         } else {
-            out.text.extend(word.iter().map(u8::to_ascii_lowercase));
+            let from = out.text.len();
+            out.text.extend_from_slice(word);
+            out.text[from..].make_ascii_lowercase();
         }
         out.words.push((word_start, span_pos(out.text.len())));
         match (u32::try_from(start), u32::try_from(i)) {
