@@ -310,6 +310,7 @@ async fn main() {
         .map(|list| {
             list.split(',')
                 .filter_map(|n| n.trim().parse().ok())
+                .filter(|&n: &usize| n > 0)
                 .collect()
         })
         .unwrap_or_else(|| LOGGERS.to_vec());
