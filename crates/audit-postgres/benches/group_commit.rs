@@ -331,18 +331,11 @@ async fn main() {
         .await;
         println!("{}", naive.line("naive", loggers));
 
-        let copy = copy_cell(
-            &pool,
-            loggers,
-            secs,
-            loggers.min(MAX_COPY_STREAMS),
-            COPY_CHUNK,
-        )
-        .await;
+        let streams = loggers.min(MAX_COPY_STREAMS);
+        let copy = copy_cell(&pool, loggers, secs, streams, COPY_CHUNK).await;
         println!(
-            "{}   (latency per {COPY_CHUNK}-row COPY, {} streams)",
-            copy.line("raw COPY", loggers),
-            loggers.min(MAX_COPY_STREAMS)
+            "{}   (latency per {COPY_CHUNK}-row COPY, {streams} streams)",
+            copy.line("raw COPY", loggers)
         );
 
         let streams = in_flight.min(loggers);

@@ -97,21 +97,7 @@ impl EventPolicy {
     pub fn is_secret_key(&self, key: &str) -> bool {
         let key = normalise(key);
         let key = key.as_bytes();
-        // A fragment must end where a word of the key ends. The last bytes of
-        // the key's words, as a 256-bit set, rule out most fragments by their
-        // own last byte before any fragment is normalised or compared.
-        let mut word_last = [0u64; 4];
-        let mut mark = |end: usize| {
-            if let Some(&b) = end.checked_sub(1).and_then(|i| key.get(i)) {
-                word_last[usize::from(b / 64)] |= 1 << (b % 64);
-            }
-        };
-        for (i, &b) in key.iter().enumerate() {
-            if b == b'_' {
-                mark(i);
-            }
-        }
-        mark(key.len());
+        // A fragment must end where a word of the key ends.
         let word_ends = || {
             key.iter()
                 .enumerate()
@@ -119,6 +105,15 @@ impl EventPolicy {
                 .map(|(i, _)| i)
                 .chain(std::iter::once(key.len()))
         };
+        // The last bytes of the key's words, as a 256-bit set, rule out most
+        // fragments by their own last byte before any fragment is normalised
+        // or compared.
+        let mut word_last = [0u64; 4];
+        for end in word_ends() {
+            if let Some(&b) = end.checked_sub(1).and_then(|i| key.get(i)) {
+                word_last[usize::from(b / 64)] |= 1 << (b % 64);
+            }
+        }
         self.redact_keys.iter().any(|fragment| {
             // An ASCII letter or digit ends the normalised fragment as itself,
             // lowercased; anything else takes the general path.

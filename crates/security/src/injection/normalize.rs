@@ -446,9 +446,7 @@ fn normalize_ascii(bytes: &[u8]) -> Normalized {
             singles.push((word[0].to_ascii_lowercase(), at(start)));
             continue;
         }
-        if !singles.is_empty() {
-            out.flush_singles(&mut singles);
-        }
+        out.flush_singles(&mut singles);
         out.separate(at(start));
         let word_start = span_pos(out.text.len());
         if has_digit && has_alpha && word.len() > 2 {
