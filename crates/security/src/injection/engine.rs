@@ -326,7 +326,10 @@ impl Compiled {
     pub(crate) fn scan(&self, input: &str, markers: bool) -> Scan {
         let normalized = normalize(input);
         let text = normalized.text.as_str();
-        let mut flat: Vec<(u32, Hit)> = Vec::with_capacity(normalized.words.len());
+        // Ordinary prose yields about one hit per word (common words start
+        // phrases too), and patterns add theirs: room for twice that up
+        // front spares a reallocation that copies every hit.
+        let mut flat: Vec<(u32, Hit)> = Vec::with_capacity(2 * normalized.words.len() + 16);
         let word_ids = if self.phrases.is_empty() {
             vec![NO_WORD; normalized.words.len()]
         } else {
