@@ -479,11 +479,14 @@ impl PhraseIndex {
         text: &str,
         words: &[(u32, u32)],
         out: &mut Vec<(u32, Hit)>,
+        heads: &mut Vec<u64>,
     ) -> Vec<u32> {
         let bytes = text.as_bytes();
         let spans = words;
-        // First eight bytes and dictionary id of every word, once per word.
-        let mut heads: Vec<u64> = Vec::with_capacity(spans.len());
+        // First eight bytes and dictionary id of every word, once per word
+        // (`heads` is a buffer of the caller's, emptied here).
+        heads.clear();
+        heads.reserve(spans.len());
         let mut ids: Vec<u32> = Vec::with_capacity(spans.len());
         for &(s, e) in spans {
             let (s, e) = (s as usize, e as usize);
@@ -571,7 +574,7 @@ mod tests {
     fn hits(index: &PhraseIndex, text: &str) -> Vec<(u32, String)> {
         let mut out = Vec::new();
         let words = crate::injection::normalize::word_spans(text);
-        let _ = index.scan(text, &words, &mut out);
+        let _ = index.scan(text, &words, &mut out, &mut Vec::new());
         out.into_iter()
             .map(|(c, h)| (c, text[h.start..h.end].to_owned()))
             .collect()
@@ -710,7 +713,7 @@ mod tests {
             index.finish();
             let words = crate::injection::normalize::word_spans(&text);
             let mut found = Vec::new();
-            let _ = index.scan(&text, &words, &mut found);
+            let _ = index.scan(&text, &words, &mut found, &mut Vec::new());
             let mut found: Vec<(u32, usize, usize)> = found
                 .into_iter()
                 .map(|(c, h)| {
