@@ -16,7 +16,7 @@ use aho_corasick::dfa::DFA;
 use aho_corasick::{Anchored, MatchKind, StartKind};
 use regex::bytes::Regex;
 
-use super::normalize::{Normalized, Substitution, normalize};
+use super::normalize::{Normalized, Signals, Substitution, normalize, normalize_into};
 use super::phrases::{NO_WORD, PhraseIndex};
 use super::rules::{RuleSet, compile_pattern};
 use crate::error::SecurityError;
@@ -87,6 +87,26 @@ pub(crate) struct Scan {
     /// Per word of `normalized`: its id in the phrase dictionary, or
     /// [`NO_WORD`] if it is a word of no rule phrase.
     pub(crate) word_ids: Vec<u32>,
+}
+
+impl Drop for Scan {
+    /// Hands the word view's buffers to the thread's next scan.
+    fn drop(&mut self) {
+        let normalized = std::mem::take(&mut self.normalized);
+        let word_ids = Spare::kept(std::mem::take(&mut self.word_ids));
+        SPARE.with(|cell| {
+            let mut kept = cell.take();
+            kept.normalized = Normalized {
+                text: String::from_utf8(Spare::kept(normalized.text.into_bytes()))
+                    .unwrap_or_default(),
+                offsets: Spare::kept(normalized.offsets),
+                signals: Signals::default(),
+                words: Spare::kept(normalized.words),
+            };
+            kept.word_ids = word_ids;
+            cell.set(kept);
+        });
+    }
 }
 
 /// The lexicon phrases of a rule set as they are added, with an estimate of
@@ -324,19 +344,24 @@ impl Compiled {
     /// Scan `input` (one window) and return the rules that matched; marker
     /// rules (see `CompiledRule::marker`) are tried only with `markers`.
     pub(crate) fn scan(&self, input: &str, markers: bool) -> Scan {
-        let normalized = normalize(input);
+        let mut spare = SPARE.with(std::cell::Cell::take);
+        let normalized = normalize_into(input, std::mem::take(&mut spare.normalized));
         let text = normalized.text.as_str();
         // Ordinary prose yields about one hit per word (common words start
         // phrases too), and patterns add theirs: room for twice that up
         // front spares a reallocation that copies every hit.
-        let mut spare = SPARE.with(std::cell::Cell::take);
         let mut flat = std::mem::take(&mut spare.flat);
         flat.reserve(2 * normalized.words.len() + 16);
         let word_ids = if self.phrases.is_empty() {
             vec![NO_WORD; normalized.words.len()]
         } else {
-            self.phrases
-                .scan(text, &normalized.words, &mut flat, &mut spare.heads)
+            self.phrases.scan(
+                text,
+                &normalized.words,
+                &mut flat,
+                &mut spare.heads,
+                std::mem::take(&mut spare.word_ids),
+            )
         };
         if !self.regexes.is_empty() {
             let mut runs: Vec<Run> = self
@@ -819,6 +844,10 @@ struct Spare {
     spans: Vec<Hit>,
     /// The phrase index's packed word heads.
     heads: Vec<u64>,
+    /// The buffers of a finished scan's word view ([`Scan::normalized`]).
+    normalized: Normalized,
+    /// A finished scan's [`Scan::word_ids`].
+    word_ids: Vec<u32>,
 }
 
 impl Spare {

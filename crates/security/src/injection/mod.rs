@@ -524,7 +524,7 @@ impl PromptInjectionDetector {
             return None;
         }
         let blanked = blank(window, &quotes);
-        let own = self.compiled.scan(&blanked, true).matches;
+        let own = std::mem::take(&mut self.compiled.scan(&blanked, true).matches);
         let family_in_own = |family: &str| own.iter().any(|m| &*rules[m.rule].family == family);
         let mut outside: Vec<usize> = own
             .iter()

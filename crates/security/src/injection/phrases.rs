@@ -480,6 +480,7 @@ impl PhraseIndex {
         words: &[(u32, u32)],
         out: &mut Vec<(u32, Hit)>,
         heads: &mut Vec<u64>,
+        mut ids: Vec<u32>,
     ) -> Vec<u32> {
         let bytes = text.as_bytes();
         let spans = words;
@@ -487,7 +488,8 @@ impl PhraseIndex {
         // (`heads` is a buffer of the caller's, emptied here).
         heads.clear();
         heads.reserve(spans.len());
-        let mut ids: Vec<u32> = Vec::with_capacity(spans.len());
+        ids.clear();
+        ids.reserve(spans.len());
         for &(s, e) in spans {
             let (s, e) = (s as usize, e as usize);
             let head = head_at(bytes, s, e);
@@ -574,7 +576,7 @@ mod tests {
     fn hits(index: &PhraseIndex, text: &str) -> Vec<(u32, String)> {
         let mut out = Vec::new();
         let words = crate::injection::normalize::word_spans(text);
-        let _ = index.scan(text, &words, &mut out, &mut Vec::new());
+        let _ = index.scan(text, &words, &mut out, &mut Vec::new(), Vec::new());
         out.into_iter()
             .map(|(c, h)| (c, text[h.start..h.end].to_owned()))
             .collect()
@@ -713,7 +715,7 @@ mod tests {
             index.finish();
             let words = crate::injection::normalize::word_spans(&text);
             let mut found = Vec::new();
-            let _ = index.scan(&text, &words, &mut found, &mut Vec::new());
+            let _ = index.scan(&text, &words, &mut found, &mut Vec::new(), Vec::new());
             let mut found: Vec<(u32, usize, usize)> = found
                 .into_iter()
                 .map(|(c, h)| {
