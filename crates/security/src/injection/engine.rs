@@ -93,18 +93,16 @@ impl Drop for Scan {
     /// Hands the word view's buffers to the thread's next scan.
     fn drop(&mut self) {
         let normalized = std::mem::take(&mut self.normalized);
-        let word_ids = Spare::kept(std::mem::take(&mut self.word_ids));
-        SPARE.with(|cell| {
-            let mut kept = cell.take();
-            kept.normalized = Normalized {
+        let word_ids = std::mem::take(&mut self.word_ids);
+        Spare::give_back(|spare| {
+            spare.normalized = Normalized {
                 text: String::from_utf8(Spare::kept(normalized.text.into_bytes()))
                     .unwrap_or_default(),
                 offsets: Spare::kept(normalized.offsets),
                 signals: Signals::default(),
                 words: Spare::kept(normalized.words),
             };
-            kept.word_ids = word_ids;
-            cell.set(kept);
+            spare.word_ids = Spare::kept(word_ids);
         });
     }
 }
@@ -422,11 +420,9 @@ impl Compiled {
             }
         }
         drop(hits);
-        SPARE.with(|cell| {
-            let mut kept = cell.take();
+        Spare::give_back(|kept| {
             kept.flat = Spare::kept(flat);
-            kept.heads = Spare::kept(std::mem::take(&mut spare.heads));
-            cell.set(kept);
+            kept.heads = Spare::kept(spare.heads);
         });
         Scan {
             normalized,
@@ -855,6 +851,16 @@ impl Spare {
     /// thread keeps at most a few hundred KiB however long its inputs were.
     const MAX_KEPT: usize = 16 * 1024;
 
+    /// Put buffers back for the thread's next scan with `f`; the others the
+    /// thread keeps stay.
+    fn give_back(f: impl FnOnce(&mut Self)) {
+        SPARE.with(|cell| {
+            let mut spare = cell.take();
+            f(&mut spare);
+            cell.set(spare);
+        });
+    }
+
     /// `buffer` emptied, if its room is worth keeping.
     fn kept<T>(mut buffer: Vec<T>) -> Vec<T> {
         buffer.clear();
@@ -966,11 +972,7 @@ impl Drop for Hits {
         let ranges = std::mem::take(&mut self.ranges);
         RANGES.with(|cell| cell.set(ranges));
         let spans = std::mem::take(&mut self.spans);
-        SPARE.with(|cell| {
-            let mut kept = cell.take();
-            kept.spans = Spare::kept(spans);
-            cell.set(kept);
-        });
+        Spare::give_back(|spare| spare.spans = Spare::kept(spans));
     }
 }
 
@@ -1034,6 +1036,8 @@ impl Compiled {
 #[cfg(test)]
 mod tests {
     use super::{FREQUENT_WORDS, Gates, LineIndex, Spare, is_line_anchored, phrase_frequency};
+    use aho_corasick::AhoCorasick;
+    use proptest::prelude::*;
 
     #[test]
     fn kept_buffers_are_empty_and_bounded() {
@@ -1078,8 +1082,6 @@ mod tests {
             .map(|m| (m.rule, m.start, m.end))
             .collect()
     }
-    use aho_corasick::AhoCorasick;
-    use proptest::prelude::*;
 
     const GATES: [&str; 12] = [
         "a",

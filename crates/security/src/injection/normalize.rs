@@ -405,15 +405,20 @@ const fn lanes(byte: u8) -> u64 {
     0x0101_0101_0101_0101 * byte as u64
 }
 
+/// The top bit of each lane of `low` (eight bytes below 0x80) that lies in
+/// `first..=last`. Each lane's sum stays below 0x100, so no carry crosses
+/// into the next lane.
+fn lanes_in(low: u64, first: u8, last: u8) -> u64 {
+    (low + lanes(0x80 - first)) & !(low + lanes(0x80 - last - 1)) & HIGH_BITS
+}
+
 /// The top bit of each byte of `x` (read as eight lanes) that is an ASCII
-/// letter, and of each that is an ASCII digit. Each lane's sum stays below
-/// 0x100, so no carry crosses into the next byte.
+/// letter, and of each that is an ASCII digit.
 fn letters_and_digits(x: u64) -> (u64, u64) {
     let ascii = !x & HIGH_BITS;
     let low = x & !HIGH_BITS;
-    let folded = low | lanes(0x20);
-    let letters = (folded + lanes(0x80 - b'a')) & !(folded + lanes(0x80 - b'z' - 1)) & ascii;
-    let digits = (low + lanes(0x80 - b'0')) & !(low + lanes(0x80 - b'9' - 1)) & ascii;
+    let letters = lanes_in(low | lanes(0x20), b'a', b'z') & ascii;
+    let digits = lanes_in(low, b'0', b'9') & ascii;
     (letters, digits)
 }
 
@@ -431,9 +436,7 @@ fn lowercase_ascii(bytes: &mut [u8]) {
         let mut eight = [0u8; 8];
         eight.copy_from_slice(chunk);
         let x = u64::from_le_bytes(eight);
-        let low = x & !HIGH_BITS;
-        let capitals =
-            (low + lanes(0x80 - b'A')) & !(low + lanes(0x80 - b'Z' - 1)) & !x & HIGH_BITS;
+        let capitals = lanes_in(x & !HIGH_BITS, b'A', b'Z') & !x;
         chunk.copy_from_slice(&(x | (capitals >> 2)).to_le_bytes());
     }
     chunks.into_remainder().make_ascii_lowercase();
