@@ -14,11 +14,11 @@ use std::sync::Arc;
 use aho_corasick::automaton::Automaton;
 use aho_corasick::dfa::DFA;
 use aho_corasick::{Anchored, MatchKind, StartKind};
-use regex::bytes::Regex;
+use regex_automata::{Input, Match};
 
 use super::normalize::{Normalized, Signals, Substitution, normalize, normalize_into};
 use super::phrases::{NO_WORD, PhraseIndex};
-use super::rules::{RuleSet, compile_pattern};
+use super::rules::{Pattern, RuleSet, compile_pattern};
 use crate::error::SecurityError;
 
 /// Families of weightless rules that mark how a text frames its quotations.
@@ -43,6 +43,60 @@ pub(crate) struct CompiledRule {
     pub(crate) marker: bool,
 }
 
+/// A pattern of the rule set, ready to run.
+#[derive(Debug)]
+struct CompiledPattern {
+    /// The concept its matches are hits of.
+    concept: u32,
+    regex: Pattern,
+    /// Whether it runs on every scan (it has no gates).
+    always: bool,
+    /// Whether every match starts at the input's start or at a newline (see
+    /// [`starts_lines`]), so that it is tried only there.
+    starts_lines: bool,
+}
+
+impl CompiledPattern {
+    /// The matches in `hay`: what `find_iter` finds, found by anchored
+    /// searches at the line starts only when the pattern allows it.
+    fn find_iter<'h>(&'h self, hay: &'h [u8]) -> impl Iterator<Item = Match> + 'h {
+        let everywhere = (!self.starts_lines).then(|| self.regex.find_iter(hay));
+        let at_lines = self
+            .starts_lines
+            .then(|| line_start_matches(&self.regex, hay));
+        everywhere
+            .into_iter()
+            .flatten()
+            .chain(at_lines.into_iter().flatten())
+    }
+}
+
+/// The matches of `regex` in `hay` when every match of it starts at 0 or at a
+/// newline: one anchored search at each such position after the previous
+/// match, which is what an unanchored leftmost-first search finds (its match
+/// starts at the first position where an anchored one succeeds), without
+/// running over the lines' insides.
+fn line_start_matches<'h>(regex: &'h Pattern, hay: &'h [u8]) -> impl Iterator<Item = Match> + 'h {
+    let mut starts = std::iter::once(0).chain(memchr::memchr_iter(b'\n', hay).filter(|&at| at > 0));
+    // Matches do not overlap: the next one starts at or after this.
+    let mut free = 0;
+    std::iter::from_fn(move || {
+        for at in starts.by_ref() {
+            if at < free {
+                continue;
+            }
+            let input = Input::new(hay)
+                .range(at..)
+                .anchored(regex_automata::Anchored::Yes);
+            if let Some(m) = regex.search(&input) {
+                free = m.end();
+                return Some(m);
+            }
+        }
+        None
+    })
+}
+
 #[derive(Debug)]
 pub(crate) struct Compiled {
     phrases: PhraseIndex,
@@ -50,8 +104,7 @@ pub(crate) struct Compiled {
     gates: Option<Gates>,
     /// For each gate: the patterns (indexes into `regexes`) it opens.
     gate_targets: Vec<Vec<usize>>,
-    /// (concept, regex, always run)
-    regexes: Vec<(u32, Regex, bool)>,
+    regexes: Vec<CompiledPattern>,
     /// For each regex: whether it is anchored to line starts (`(?m)^…`), so it
     /// need only run on the lines where one of its gates occurs.
     line_local: Vec<bool>,
@@ -226,7 +279,12 @@ impl Compiled {
                 line: 0,
                 reason: format!("pattern {}: {e}", p.name),
             })?;
-            regexes.push((id, re, p.gates.is_empty()));
+            regexes.push(CompiledPattern {
+                concept: id,
+                regex: re,
+                always: p.gates.is_empty(),
+                starts_lines: starts_lines(&p.regex),
+            });
             line_local.push(is_line_anchored(&p.regex));
             for gate in &p.gates {
                 if gate.is_empty() {
@@ -365,7 +423,7 @@ impl Compiled {
             let mut runs: Vec<Run> = self
                 .regexes
                 .iter()
-                .map(|r| if r.2 { Run::Whole } else { Run::Closed })
+                .map(|p| if p.always { Run::Whole } else { Run::Closed })
                 .collect();
             if let Some(gates) = &self.gates {
                 let mut lines = LineIndex::default();
@@ -378,7 +436,7 @@ impl Compiled {
                 }
             }
             let raw = input.as_bytes();
-            for (run, (concept, re, _)) in runs.iter().zip(&self.regexes) {
+            for (run, pattern) in runs.iter().zip(&self.regexes) {
                 let whole = [(0, raw.len())];
                 let ranges: &[(usize, usize)] = match run {
                     Run::Closed => continue,
@@ -387,14 +445,14 @@ impl Compiled {
                 };
                 let mut found = 0;
                 for &(from, to) in ranges {
-                    for m in re.find_iter(&raw[from..to]) {
+                    for m in pattern.find_iter(&raw[from..to]) {
                         if found == MAX_PATTERN_HITS {
                             break;
                         }
                         found += 1;
                         let s = normalized.text_pos(from + m.start());
                         let e = normalized.text_pos(from + m.end()).max(s);
-                        flat.push((*concept, Hit::bytes(&normalized.words, s, e)));
+                        flat.push((pattern.concept, Hit::bytes(&normalized.words, s, e)));
                     }
                 }
             }
@@ -650,9 +708,33 @@ fn is_line_anchored(regex: &str) -> bool {
     if !(flags.contains('m') && flags.chars().all(|c| c.is_ascii_alphabetic())) {
         return false;
     }
-    let Some(body) = body.strip_prefix('^') else {
-        return false;
+    body.strip_prefix('^').is_some_and(no_top_level_alternation)
+}
+
+/// Whether every match of a pattern starts at the start of the searched text
+/// or at a newline: `(?:^|\n)…`, after a group of flags other than `m` (which
+/// would let `^` match after each newline too) and `x`, with no top-level
+/// alternation. Such a pattern need only be tried at those positions, however
+/// much of the text it may then span.
+fn starts_lines(regex: &str) -> bool {
+    let body = match regex
+        .strip_prefix("(?")
+        .and_then(|rest| rest.split_once(')'))
+    {
+        Some((flags, body)) if flags.chars().all(|c| c.is_ascii_alphabetic() || c == '-') => {
+            if flags.contains(['m', 'x']) {
+                return false;
+            }
+            body
+        }
+        _ => regex,
     };
+    body.strip_prefix(r"(?:^|\n)")
+        .is_some_and(no_top_level_alternation)
+}
+
+/// Whether `body` (a regex) has no `|` outside groups and classes.
+fn no_top_level_alternation(body: &str) -> bool {
     let (mut depth, mut escaped, mut class) = (0u32, false, false);
     for c in body.chars() {
         match (escaped, class, c) {
@@ -1035,7 +1117,11 @@ impl Compiled {
 
 #[cfg(test)]
 mod tests {
-    use super::{FREQUENT_WORDS, Gates, LineIndex, Spare, is_line_anchored, phrase_frequency};
+    use super::{
+        FREQUENT_WORDS, Gates, LineIndex, Spare, is_line_anchored, line_start_matches,
+        phrase_frequency, starts_lines,
+    };
+    use crate::injection::rules::compile_pattern;
     use aho_corasick::AhoCorasick;
     use proptest::prelude::*;
 
@@ -1119,7 +1205,32 @@ mod tests {
             .collect()
     }
 
+    /// Line-start patterns of the shapes the rules use: spanning lines,
+    /// possibly empty after the start, and one whose match may begin with a
+    /// newline it also needs inside.
+    const LINE_START_PATTERNS: [&str; 4] = [
+        r"(?i)(?:^|\n)[ \t]*(?:system|admin)[ \t]*:[ \t]*\r?\n[ \t]+[a-z_]+[ \t]*:",
+        r"(?i)(?:^|\n)[a-z]*",
+        r"(?:^|\n)\n?a+",
+        r"(?s)(?:^|\n)a.*?b",
+    ];
+
     proptest! {
+        #[test]
+        fn line_start_searches_find_what_a_whole_search_finds(
+            hay in "([ab \t:\r]|\n|system|ADMIN|x_y){0,120}",
+        ) {
+            for pattern in LINE_START_PATTERNS {
+                prop_assert!(starts_lines(pattern), "{}", pattern);
+                let regex = compile_pattern(pattern).unwrap();
+                let whole: Vec<_> = regex.find_iter(hay.as_bytes()).map(|m| m.range()).collect();
+                let at_lines: Vec<_> = line_start_matches(&regex, hay.as_bytes())
+                    .map(|m| m.range())
+                    .collect();
+                prop_assert_eq!(at_lines, whole, "{}", pattern);
+            }
+        }
+
         #[test]
         fn interleaved_gate_walks_find_what_one_overlapping_search_finds(
             input in "([abs:<|#xyz]|ai:|assistant:|SYSTEM|http| |é){0,700}"
@@ -1169,5 +1280,19 @@ mod tests {
         assert!(!is_line_anchored(r"(?m)^(?:a)|b"));
         assert!(!is_line_anchored(r"(?i)^system"));
         assert!(!is_line_anchored(r"(?im)system"));
+    }
+
+    #[test]
+    fn line_start_patterns_are_recognised() {
+        assert!(starts_lines(r"(?i)(?:^|\n)[ \t]*system:"));
+        assert!(starts_lines(r"(?:^|\n)a(?:b|c)"));
+        assert!(starts_lines(r"(?is-U)(?:^|\n)a"));
+        // `^` after every newline, a top-level alternative, verbose mode, or
+        // no line start at all: matches may start elsewhere.
+        assert!(!starts_lines(r"(?m)(?:^|\n)a"));
+        assert!(!starts_lines(r"(?:^|\n)a|b"));
+        assert!(!starts_lines(r"(?x)(?:^|\n) a"));
+        assert!(!starts_lines(r"(?i)a(?:^|\n)"));
+        assert!(!starts_lines(r"(?:\n|x)a"));
     }
 }

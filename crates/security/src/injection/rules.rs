@@ -282,11 +282,31 @@ impl RuleSet {
     }
 }
 
-/// Compile a pattern the way the scanner runs it: over bytes, ASCII by default.
-pub(crate) fn compile_pattern(regex: &str) -> Result<regex::bytes::Regex, regex::Error> {
-    regex::bytes::RegexBuilder::new(&format!("(?-u){regex}"))
-        .size_limit(1 << 22)
-        .build()
+/// A compiled pattern: the engine behind `regex::bytes::Regex`, used directly
+/// so that a scan can also search anchored at chosen positions.
+pub(crate) type Pattern = regex_automata::meta::Regex;
+
+/// Compile a pattern the way the scanner runs it: over bytes, ASCII by
+/// default, leftmost-first, with the configuration `regex::bytes::Regex` uses
+/// (so it finds exactly what that finds). Errors read as the `regex` crate's.
+pub(crate) fn compile_pattern(regex: &str) -> Result<Pattern, String> {
+    use regex_automata::{MatchKind, meta, util::syntax};
+    let config = meta::Config::new()
+        .match_kind(MatchKind::LeftmostFirst)
+        .utf8_empty(false)
+        .nfa_size_limit(Some(1 << 22))
+        .hybrid_cache_capacity(2 * (1 << 20));
+    meta::Builder::new()
+        .configure(config)
+        .syntax(syntax::Config::new().utf8(false))
+        .build(&format!("(?-u){regex}"))
+        .map_err(|e| match (e.syntax_error(), e.size_limit()) {
+            (Some(syntax), _) => syntax.to_string(),
+            (None, Some(limit)) => {
+                format!("compiled regex exceeds size limit of {limit} bytes")
+            }
+            (None, None) => e.to_string(),
+        })
 }
 
 fn strip_comment(line: &str) -> &str {
