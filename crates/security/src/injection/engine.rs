@@ -51,19 +51,33 @@ struct CompiledPattern {
     regex: Pattern,
     /// Whether it runs on every scan (it has no gates).
     always: bool,
-    /// Whether every match starts at the input's start or at a newline (see
-    /// [`starts_lines`]), so that it is tried only there.
-    starts_lines: bool,
+    /// Where its matches can start.
+    reach: Reach,
+}
+
+/// Where a pattern's matches can start, which decides where it runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Reach {
+    /// Anywhere: it runs over the whole input.
+    Anywhere,
+    /// At a line start (`(?m)^…`, see [`is_line_anchored`]): it runs on the
+    /// heads of the lines where its gates occur.
+    LineHeads,
+    /// At the input's start or at a newline (`(?:^|\n)…`, see
+    /// [`starts_lines`]): it is tried only there.
+    LineStarts,
+    /// Where one of its gates starts (see [`gate_led`]): it is tried only at
+    /// the gates that occurred.
+    GateStarts,
 }
 
 impl CompiledPattern {
     /// The matches in `hay`: what `find_iter` finds, found by anchored
     /// searches at the line starts only when the pattern allows it.
     fn find_iter<'h>(&'h self, hay: &'h [u8]) -> impl Iterator<Item = Match> + 'h {
-        let everywhere = (!self.starts_lines).then(|| self.regex.find_iter(hay));
-        let at_lines = self
-            .starts_lines
-            .then(|| line_start_matches(&self.regex, hay));
+        let line_starts = self.reach == Reach::LineStarts;
+        let everywhere = (!line_starts).then(|| self.regex.find_iter(hay));
+        let at_lines = line_starts.then(|| line_start_matches(&self.regex, hay));
         everywhere
             .into_iter()
             .flatten()
@@ -72,12 +86,22 @@ impl CompiledPattern {
 }
 
 /// The matches of `regex` in `hay` when every match of it starts at 0 or at a
-/// newline: one anchored search at each such position after the previous
+/// newline (see [`anchored_matches`]).
+fn line_start_matches<'h>(regex: &'h Pattern, hay: &'h [u8]) -> impl Iterator<Item = Match> + 'h {
+    let starts = std::iter::once(0).chain(memchr::memchr_iter(b'\n', hay).filter(|&at| at > 0));
+    anchored_matches(regex, hay, starts)
+}
+
+/// The matches of `regex` in `hay` when every match of it starts at one of
+/// `starts` (rising): one anchored search at each start after the previous
 /// match, which is what an unanchored leftmost-first search finds (its match
 /// starts at the first position where an anchored one succeeds), without
-/// running over the lines' insides.
-fn line_start_matches<'h>(regex: &'h Pattern, hay: &'h [u8]) -> impl Iterator<Item = Match> + 'h {
-    let mut starts = std::iter::once(0).chain(memchr::memchr_iter(b'\n', hay).filter(|&at| at > 0));
+/// running over the text between the starts.
+fn anchored_matches<'h>(
+    regex: &'h Pattern,
+    hay: &'h [u8],
+    mut starts: impl Iterator<Item = usize> + 'h,
+) -> impl Iterator<Item = Match> + 'h {
     // Matches do not overlap: the next one starts at or after this.
     let mut free = 0;
     std::iter::from_fn(move || {
@@ -105,9 +129,6 @@ pub(crate) struct Compiled {
     /// For each gate: the patterns (indexes into `regexes`) it opens.
     gate_targets: Vec<Vec<usize>>,
     regexes: Vec<CompiledPattern>,
-    /// For each regex: whether it is anchored to line starts (`(?m)^…`), so it
-    /// need only run on the lines where one of its gates occurs.
-    line_local: Vec<bool>,
     pub(crate) rules: Vec<CompiledRule>,
     /// Concept ids of rule elements, element after element (see `CompiledRule::checks`).
     check_alts: Vec<u32>,
@@ -262,7 +283,6 @@ impl Compiled {
             }
         }
         let mut regexes = Vec::new();
-        let mut line_local = Vec::new();
         let mut gate_index: HashMap<String, usize> = HashMap::new();
         let mut gate_patterns: Vec<String> = Vec::new();
         let mut gate_targets: Vec<Vec<usize>> = Vec::new();
@@ -279,13 +299,21 @@ impl Compiled {
                 line: 0,
                 reason: format!("pattern {}: {e}", p.name),
             })?;
+            let reach = if is_line_anchored(&p.regex) {
+                Reach::LineHeads
+            } else if starts_lines(&p.regex) {
+                Reach::LineStarts
+            } else if gate_led(&p.regex, &p.gates) {
+                Reach::GateStarts
+            } else {
+                Reach::Anywhere
+            };
             regexes.push(CompiledPattern {
                 concept: id,
                 regex: re,
                 always: p.gates.is_empty(),
-                starts_lines: starts_lines(&p.regex),
+                reach,
             });
-            line_local.push(is_line_anchored(&p.regex));
             for gate in &p.gates {
                 if gate.is_empty() {
                     return Err(SecurityError::Rules {
@@ -369,7 +397,6 @@ impl Compiled {
             gates,
             gate_targets,
             regexes,
-            line_local,
             rules,
             check_alts,
             check_ends,
@@ -419,44 +446,11 @@ impl Compiled {
                 std::mem::take(&mut spare.word_ids),
             )
         };
-        if !self.regexes.is_empty() {
-            let mut runs: Vec<Run> = self
-                .regexes
-                .iter()
-                .map(|p| if p.always { Run::Whole } else { Run::Closed })
-                .collect();
-            if let Some(gates) = &self.gates {
-                let mut lines = LineIndex::default();
-                for lane in gates.find_all(input.as_bytes()) {
-                    for (gate, start) in lane {
-                        for &p in &self.gate_targets[gate as usize] {
-                            runs[p].open(self.line_local[p], input, &mut lines, start);
-                        }
-                    }
-                }
-            }
-            let raw = input.as_bytes();
-            for (run, pattern) in runs.iter().zip(&self.regexes) {
-                let whole = [(0, raw.len())];
-                let ranges: &[(usize, usize)] = match run {
-                    Run::Closed => continue,
-                    Run::Whole => &whole,
-                    Run::Lines(lines) => lines,
-                };
-                let mut found = 0;
-                for &(from, to) in ranges {
-                    for m in pattern.find_iter(&raw[from..to]) {
-                        if found == MAX_PATTERN_HITS {
-                            break;
-                        }
-                        found += 1;
-                        let s = normalized.text_pos(from + m.start());
-                        let e = normalized.text_pos(from + m.end()).max(s);
-                        flat.push((pattern.concept, Hit::bytes(&normalized.words, s, e)));
-                    }
-                }
-            }
-        }
+        self.pattern_matches(input, |p, start, end| {
+            let s = normalized.text_pos(start);
+            let e = normalized.text_pos(end).max(s);
+            flat.push((self.regexes[p].concept, Hit::bytes(&normalized.words, s, e)));
+        });
         let hits = Hits::new(&flat, self.concepts, &self.shared, spare.spans);
         let mut matches = Vec::new();
         for index in self.candidates(&hits) {
@@ -629,6 +623,8 @@ enum Run {
     Closed,
     /// On these lines (byte ranges of the input, in order) only.
     Lines(Vec<(usize, usize)>),
+    /// Anchored at these positions (gate starts, in no order) only.
+    Starts(Vec<usize>),
     /// On the whole input.
     Whole,
 }
@@ -656,18 +652,41 @@ impl LineIndex {
 /// Most distinct lines a line-local pattern runs on before it runs on the whole input.
 const MAX_GATED_LINES: usize = 16;
 
+/// Most gate occurrences a gate-led pattern is tried at before it runs over
+/// the whole input: an anchored search may read far past its start, so this
+/// bounds the work to a small multiple of one whole search.
+const MAX_GATE_STARTS: usize = 16;
+
 /// How far into a line a line-local pattern's match may reach.
 const LINE_HEAD_BYTES: usize = 256;
 
 impl Run {
-    /// A gate of this pattern occurred at byte `at` of `input`.
-    fn open(&mut self, line_local: bool, input: &str, lines_of: &mut LineIndex, at: usize) {
-        if !line_local {
-            *self = Self::Whole;
-            return;
-        }
-        if matches!(self, Self::Whole) {
-            return;
+    /// A gate of a pattern reaching `reach` occurred at byte `at` of `input`.
+    fn open(&mut self, reach: Reach, input: &str, lines_of: &mut LineIndex, at: usize) {
+        match (reach, &mut *self) {
+            (_, Self::Whole) => return,
+            (Reach::Anywhere | Reach::LineStarts, _) => {
+                *self = Self::Whole;
+                return;
+            }
+            (Reach::GateStarts, Self::Closed) => {
+                *self = Self::Starts(vec![at]);
+                return;
+            }
+            (Reach::GateStarts, Self::Starts(starts)) => {
+                if starts.len() == MAX_GATE_STARTS {
+                    *self = Self::Whole;
+                } else {
+                    starts.push(at);
+                }
+                return;
+            }
+            (Reach::GateStarts, Self::Lines(_)) | (Reach::LineHeads, Self::Starts(_)) => {
+                // A pattern has one reach, so it is opened one way only.
+                *self = Self::Whole;
+                return;
+            }
+            (Reach::LineHeads, Self::Closed | Self::Lines(_)) => {}
         }
         let (start, end) = lines_of.line_at(input, at);
         if at - start >= LINE_HEAD_BYTES {
@@ -678,7 +697,7 @@ impl Run {
         // line's first bytes (the anchored head of such a pattern is short).
         let end = end.min(start + LINE_HEAD_BYTES);
         match self {
-            Self::Whole => {}
+            Self::Whole | Self::Starts(_) => {}
             Self::Closed => *self = Self::Lines(vec![(start, end)]),
             Self::Lines(lines) => {
                 if lines.last().is_some_and(|l| l.0 == start) {
@@ -752,6 +771,167 @@ fn no_top_level_alternation(body: &str) -> bool {
     true
 }
 
+/// Whether every match of a pattern starts where one of its `gates` starts
+/// (ASCII case aside), so that it need only be tried there: every literal
+/// that [`leading_literals`] finds begins with a gate.
+fn gate_led(regex: &str, gates: &[String]) -> bool {
+    let Some(literals) = leading_literals(regex) else {
+        return false;
+    };
+    !gates.is_empty()
+        && literals.iter().all(|literal| {
+            gates.iter().any(|gate| {
+                literal.len() >= gate.len()
+                    && literal[..gate.len()].eq_ignore_ascii_case(gate.as_bytes())
+            })
+        })
+}
+
+/// Literals one of which every match of `regex` begins with, read off its
+/// syntax: alternatives that each begin (after `\b`) with a literal, or with
+/// a group whose alternatives do. `None` where that cannot be read off: a
+/// class, another assertion or escape, a quantified group, a non-ASCII
+/// literal, the `x` flag. Conservative by design: `None` only costs speed.
+fn leading_literals(regex: &str) -> Option<Vec<Vec<u8>>> {
+    let body = match regex
+        .strip_prefix("(?")
+        .and_then(|rest| rest.split_once(')'))
+    {
+        Some((flags, body)) if flags.chars().all(|c| c.is_ascii_alphabetic() || c == '-') => {
+            if flags.contains('x') {
+                return None;
+            }
+            body
+        }
+        _ => regex,
+    };
+    let mut reader = Reader {
+        bytes: body.as_bytes(),
+        at: 0,
+    };
+    let literals = reader.alternatives()?;
+    (reader.at == reader.bytes.len()).then_some(literals)
+}
+
+/// A cursor over a regex's bytes for [`leading_literals`].
+struct Reader<'a> {
+    bytes: &'a [u8],
+    at: usize,
+}
+
+impl Reader<'_> {
+    fn peek(&self) -> Option<u8> {
+        self.bytes.get(self.at).copied()
+    }
+
+    /// `A|B|…` up to the end or an unmatched `)`: the leading literals of
+    /// every alternative.
+    fn alternatives(&mut self) -> Option<Vec<Vec<u8>>> {
+        let mut all = Vec::new();
+        loop {
+            all.extend(self.alternative()?);
+            self.skip_rest();
+            if self.peek() == Some(b'|') {
+                self.at += 1;
+            } else {
+                return Some(all);
+            }
+        }
+    }
+
+    /// The leading literals of one alternative, read from its first item.
+    fn alternative(&mut self) -> Option<Vec<Vec<u8>>> {
+        // Word boundaries take no bytes: the match starts at what follows.
+        while self.bytes[self.at..].starts_with(b"\\b") || self.bytes[self.at..].starts_with(b"\\B")
+        {
+            self.at += 2;
+        }
+        if self.peek() == Some(b'(') {
+            let rest = &self.bytes[self.at..];
+            let header = if rest.starts_with(b"(?") {
+                // `(?:`, `(?i:`, `(?-i:` …; not a named group or a flag switch.
+                let colon = rest.iter().position(|&b| b == b':')?;
+                rest[2..colon]
+                    .iter()
+                    .all(|&b| b.is_ascii_alphabetic() || b == b'-')
+                    .then_some(colon + 1)?
+            } else {
+                1
+            };
+            if rest[..header].contains(&b'x') {
+                return None;
+            }
+            self.at += header;
+            let inner = self.alternatives()?;
+            if self.peek() != Some(b')') {
+                return None;
+            }
+            self.at += 1;
+            // A group that may repeat zero times, or may be absent, leads nothing.
+            return (!matches!(self.peek(), Some(b'?' | b'*' | b'{'))).then_some(inner);
+        }
+        let mut literal = Vec::new();
+        while let Some(b) = self.peek() {
+            let (byte, len) = match b {
+                b'\\' => match self.bytes.get(self.at + 1) {
+                    Some(b'n') => (b'\n', 2),
+                    Some(b't') => (b'\t', 2),
+                    // `\<` and `\>` are word-edge assertions, not bytes.
+                    Some(&c) if c.is_ascii_punctuation() && c != b'<' && c != b'>' => (c, 2),
+                    _ => break,
+                },
+                b'.' | b'+' | b'*' | b'?' | b'(' | b')' | b'|' | b'[' | b']' | b'{' | b'}'
+                | b'^' | b'$' => break,
+                b if b.is_ascii() => (b, 1),
+                _ => return None,
+            };
+            literal.push(byte);
+            self.at += len;
+        }
+        // A quantifier after the literal applies to its last byte.
+        if matches!(self.peek(), Some(b'?' | b'*' | b'{')) {
+            literal.pop();
+        }
+        (!literal.is_empty()).then(|| vec![literal])
+    }
+
+    /// Past the rest of the current alternative: to a `|` or `)` outside
+    /// groups and classes, or the end.
+    fn skip_rest(&mut self) {
+        let (mut depth, mut class) = (0u32, 0u32);
+        while let Some(b) = self.peek() {
+            match b {
+                b'\\' => {
+                    self.at += 2;
+                    continue;
+                }
+                b'[' => {
+                    class += 1;
+                    // `[]…]` and `[^]…]`: a leading `]` is a member.
+                    let mut next = self.at + 1;
+                    if self.bytes.get(next) == Some(&b'^') {
+                        next += 1;
+                    }
+                    if self.bytes.get(next) == Some(&b']') {
+                        next += 1;
+                    }
+                    self.at = next;
+                    continue;
+                }
+                b']' if class > 0 => class -= 1,
+                _ if class > 0 => {}
+                b'(' => depth += 1,
+                b')' if depth == 0 => return,
+                b')' => depth -= 1,
+                b'|' if depth == 0 => return,
+                _ => {}
+            }
+            self.at += 1;
+        }
+        self.at = self.at.min(self.bytes.len());
+    }
+}
+
 /// Slice `k` of `pool`, whose slices are delimited by their end offsets `ends`.
 fn ended<'a>(pool: &'a [u32], ends: &[u32], k: usize) -> &'a [u32] {
     let start = k
@@ -794,6 +974,69 @@ fn anchors(
         anchor_ends.push(u32::try_from(anchor_rules.len()).unwrap_or(u32::MAX));
     }
     (anchor_rules, anchor_ends, unanchored)
+}
+
+impl Compiled {
+    /// Every match of every pattern that runs on `input` (see [`Run`]), as
+    /// (pattern index, start, end) in `input`, at most [`MAX_PATTERN_HITS`]
+    /// per pattern.
+    fn pattern_matches(&self, input: &str, mut each: impl FnMut(usize, usize, usize)) {
+        if self.regexes.is_empty() {
+            return;
+        }
+        let mut runs: Vec<Run> = self
+            .regexes
+            .iter()
+            .map(|p| if p.always { Run::Whole } else { Run::Closed })
+            .collect();
+        if let Some(gates) = &self.gates {
+            let mut lines = LineIndex::default();
+            for lane in gates.find_all(input.as_bytes()) {
+                for (gate, start) in lane {
+                    for &p in &self.gate_targets[gate as usize] {
+                        runs[p].open(self.regexes[p].reach, input, &mut lines, start);
+                    }
+                }
+            }
+        }
+        let raw = input.as_bytes();
+        for (p, (run, pattern)) in runs.iter_mut().zip(&self.regexes).enumerate() {
+            let mut left = MAX_PATTERN_HITS;
+            let mut emit = |m: Match, from: usize| {
+                each(p, from + m.start(), from + m.end());
+                left -= 1;
+                left > 0
+            };
+            match run {
+                Run::Closed => {}
+                Run::Whole => {
+                    for m in pattern.find_iter(raw) {
+                        if !emit(m, 0) {
+                            break;
+                        }
+                    }
+                }
+                Run::Lines(lines) => {
+                    'lines: for &(from, to) in lines.iter() {
+                        for m in pattern.find_iter(&raw[from..to]) {
+                            if !emit(m, from) {
+                                break 'lines;
+                            }
+                        }
+                    }
+                }
+                Run::Starts(starts) => {
+                    starts.sort_unstable();
+                    starts.dedup();
+                    for m in anchored_matches(&pattern.regex, raw, starts.iter().copied()) {
+                        if !emit(m, 0) {
+                            break;
+                        }
+                    }
+                }
+            }
+        }
+    }
 }
 
 impl Compiled {
@@ -1102,7 +1345,6 @@ impl Compiled {
             gates: None,
             gate_targets: Vec::new(),
             regexes: Vec::new(),
-            line_local: Vec::new(),
             rules: Vec::new(),
             check_alts: Vec::new(),
             check_ends: Vec::new(),
@@ -1118,8 +1360,8 @@ impl Compiled {
 #[cfg(test)]
 mod tests {
     use super::{
-        FREQUENT_WORDS, Gates, LineIndex, Spare, is_line_anchored, line_start_matches,
-        phrase_frequency, starts_lines,
+        FREQUENT_WORDS, Gates, LineIndex, MAX_PATTERN_HITS, Reach, Spare, gate_led,
+        is_line_anchored, leading_literals, line_start_matches, phrase_frequency, starts_lines,
     };
     use crate::injection::rules::compile_pattern;
     use aho_corasick::AhoCorasick;
@@ -1159,6 +1401,65 @@ mod tests {
                 assert_eq!(&found(&compiled, text), expected, "{text}");
             }
         }
+    }
+
+    /// Patterns tried only at line or gate starts find, on the development
+    /// corpus and on texts crowded with gates, what a search of the whole
+    /// text finds whenever one of their gates occurs.
+    #[test]
+    fn patterns_tried_at_starts_find_what_whole_searches_find() {
+        let rules = crate::injection::RuleSet::builtin();
+        let compiled = super::Compiled::new(&rules).unwrap();
+        let restricted: Vec<usize> = (0..compiled.regexes.len())
+            .filter(|&p| {
+                matches!(
+                    compiled.regexes[p].reach,
+                    Reach::GateStarts | Reach::LineStarts
+                )
+            })
+            .collect();
+        assert!(restricted.len() >= 10, "{restricted:?}");
+        let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/data");
+        let mut texts: Vec<String> = Vec::new();
+        for entry in std::fs::read_dir(dir).unwrap() {
+            let path = entry.unwrap().path();
+            if path.extension().is_some_and(|e| e == "jsonl") {
+                for line in std::fs::read_to_string(&path).unwrap().lines().step_by(3) {
+                    let value: serde_json::Value = serde_json::from_str(line).unwrap();
+                    texts.push(value["text"].as_str().unwrap().to_owned());
+                }
+            }
+        }
+        texts.push("say \"ignore\" ".repeat(40));
+        texts.push("<|im_start|>system\n<|IM_END|> Display: none; http://x.y/?q= ".repeat(9));
+        texts.push("\"\"\"\"ignore all\" https://a.b/c?d={e} <!-- ignore -->".repeat(5));
+        let mut checked = 0;
+        for text in &texts {
+            let mut got: Vec<Vec<(usize, usize)>> = vec![Vec::new(); compiled.regexes.len()];
+            compiled.pattern_matches(text, |p, s, e| got[p].push((s, e)));
+            let lower = text.to_ascii_lowercase();
+            for &p in &restricted {
+                let pattern = &rules.patterns[p];
+                let opened = pattern.gates.is_empty()
+                    || pattern
+                        .gates
+                        .iter()
+                        .any(|g| lower.contains(&g.to_ascii_lowercase()));
+                let whole: Vec<(usize, usize)> = if opened {
+                    compiled.regexes[p]
+                        .regex
+                        .find_iter(text.as_bytes())
+                        .take(MAX_PATTERN_HITS)
+                        .map(|m| (m.start(), m.end()))
+                        .collect()
+                } else {
+                    Vec::new()
+                };
+                checked += whole.len();
+                assert_eq!(got[p], whole, "pattern {} on {text:?}", pattern.name);
+            }
+        }
+        assert!(checked > 100, "only {checked} matches compared");
     }
 
     fn found(compiled: &super::Compiled, text: &str) -> Vec<(usize, usize, usize)> {
@@ -1280,6 +1581,54 @@ mod tests {
         assert!(!is_line_anchored(r"(?m)^(?:a)|b"));
         assert!(!is_line_anchored(r"(?i)^system"));
         assert!(!is_line_anchored(r"(?im)system"));
+    }
+
+    #[test]
+    fn leading_literals_are_read_off_alternatives_and_groups() {
+        let lits = |r: &str| {
+            leading_literals(r).map(|v| {
+                v.into_iter()
+                    .map(|l| String::from_utf8(l).unwrap())
+                    .collect::<Vec<_>>()
+            })
+        };
+        assert_eq!(lits(r"(?i)https?://x"), Some(vec!["http".to_owned()]));
+        assert_eq!(
+            lits(r"(?:curl|wget)\s|\.env\.(?:a|b)"),
+            Some(vec![
+                "curl".to_owned(),
+                "wget".to_owned(),
+                ".env.".to_owned()
+            ])
+        );
+        assert_eq!(lits(r"\b(?-i:ab)c"), Some(vec!["ab".to_owned()]));
+        assert_eq!(lits(r"<\s*(?:sys)"), Some(vec!["<".to_owned()]));
+        // What cannot be read off: a class first, an optional group, an
+        // assertion, a switch of flags, verbose mode, a bare quantified byte.
+        for regex in [
+            r"[ab]c",
+            r"(?:ab)?c",
+            r"(?:ab)*c",
+            r"^ab",
+            r"\<ab",
+            r"a(?i)b|(?i)c",
+            r"(?x)a b",
+            r"a?b",
+            r"ab|[c]",
+            r"(?P<n>ab)",
+        ] {
+            assert_eq!(lits(regex), None, "{regex}");
+        }
+        // A class holding `|`, `)` or `]` does not end an alternative.
+        assert_eq!(
+            lits(r"ab[|)\]]c|d[^]|]e"),
+            Some(vec!["ab".to_owned(), "d".to_owned()])
+        );
+        assert!(gate_led(r"(?i)https?://x", &["http".to_owned()]));
+        assert!(gate_led(r"(?i)HTTPS?://x", &["http".to_owned()]));
+        assert!(!gate_led(r"(?i)https?://x", &["https".to_owned()]));
+        assert!(!gate_led(r"(?:a|bc)d", &["bc".to_owned()]));
+        assert!(!gate_led(r"ab", &[]));
     }
 
     #[test]
