@@ -1017,8 +1017,11 @@ impl Compiled {
                     }
                 }
                 Run::Lines(lines) => {
+                    // A line head holds no newline, so its start is the only
+                    // line start in it: the one place a match can begin.
                     'lines: for &(from, to) in lines.iter() {
-                        for m in pattern.find_iter(&raw[from..to]) {
+                        let head = &raw[from..to];
+                        for m in anchored_matches(&pattern.regex, head, std::iter::once(0)) {
                             if !emit(m, from) {
                                 break 'lines;
                             }
@@ -1360,8 +1363,9 @@ impl Compiled {
 #[cfg(test)]
 mod tests {
     use super::{
-        FREQUENT_WORDS, Gates, LineIndex, MAX_PATTERN_HITS, Reach, Spare, gate_led,
-        is_line_anchored, leading_literals, line_start_matches, phrase_frequency, starts_lines,
+        FREQUENT_WORDS, Gates, LineIndex, MAX_PATTERN_HITS, Reach, Spare, anchored_matches,
+        gate_led, is_line_anchored, leading_literals, line_start_matches, phrase_frequency,
+        starts_lines,
     };
     use crate::injection::rules::compile_pattern;
     use aho_corasick::AhoCorasick;
@@ -1516,6 +1520,11 @@ mod tests {
         r"(?s)(?:^|\n)a.*?b",
     ];
 
+    /// The built-in rules, compiled once for the property tests.
+    static BUILTIN: std::sync::LazyLock<super::Compiled> = std::sync::LazyLock::new(|| {
+        super::Compiled::new(&crate::injection::RuleSet::builtin()).unwrap()
+    });
+
     proptest! {
         #[test]
         fn line_start_searches_find_what_a_whole_search_finds(
@@ -1529,6 +1538,20 @@ mod tests {
                     .map(|m| m.range())
                     .collect();
                 prop_assert_eq!(at_lines, whole, "{}", pattern);
+            }
+        }
+
+        #[test]
+        fn line_heads_are_searched_at_their_start_only(
+            head in "([ \t#>*:\\[\\]-]|system|SYSTEM|Hi|Dear|To: x|note|[a-z]|[0-9]){0,80}",
+        ) {
+            for pattern in BUILTIN.regexes.iter().filter(|p| p.reach == Reach::LineHeads) {
+                let whole: Vec<_> = pattern.regex.find_iter(head.as_bytes()).map(|m| m.range()).collect();
+                let at_start: Vec<_> =
+                    anchored_matches(&pattern.regex, head.as_bytes(), std::iter::once(0))
+                        .map(|m| m.range())
+                        .collect();
+                prop_assert_eq!(at_start, whole);
             }
         }
 
