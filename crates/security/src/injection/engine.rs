@@ -446,7 +446,7 @@ impl Compiled {
                 std::mem::take(&mut spare.word_ids),
             )
         };
-        self.pattern_matches(input, |p, start, end| {
+        self.pattern_matches(input, &mut spare.patterns, |p, start, end| {
             let s = normalized.text_pos(start);
             let e = normalized.text_pos(end).max(s);
             flat.push((self.regexes[p].concept, Hit::bytes(&normalized.words, s, e)));
@@ -475,6 +475,7 @@ impl Compiled {
         Spare::give_back(|kept| {
             kept.flat = Spare::kept(flat);
             kept.heads = Spare::kept(spare.heads);
+            kept.patterns = spare.patterns.kept();
         });
         Scan {
             normalized,
@@ -528,30 +529,41 @@ impl Gates {
     /// whose concatenation is in order of the occurrences' ends (occurrences
     /// ending together in the DFA's order): what an overlapping search
     /// yields, found by up to [`GATE_LANES`] interleaved walks.
-    fn find_all(&self, input: &[u8]) -> Vec<Vec<(u32, usize)>> {
+    ///
+    /// The lanes' occurrences go to `found` (emptied first; buffers the
+    /// caller keeps between scans), whose concatenation is the result.
+    fn find_all(&self, input: &[u8], found: &mut [Vec<(u32, usize)>; GATE_LANES]) {
+        found.iter_mut().for_each(Vec::clear);
         let Ok(start) = self.dfa.start_state(Anchored::No) else {
-            return Vec::new();
+            return;
         };
-        let lanes = if input.len() < GATE_LANE_MIN_INPUT {
+        let used = if input.len() < GATE_LANE_MIN_INPUT {
             1
         } else {
             GATE_LANES
         };
-        let chunk = input.len().div_ceil(lanes);
+        let chunk = input.len().div_ceil(used);
         // A lane starts early enough to see whole any gate ending in its part.
         let warm_up = self.dfa.max_pattern_len().saturating_sub(1);
-        let mut lanes: Vec<Lane> = (0..lanes)
-            .map(|k| {
-                let report_after = k * chunk;
-                Lane {
-                    from: report_after.saturating_sub(warm_up),
-                    to: ((k + 1) * chunk).min(input.len()),
-                    report_after,
-                    state: start,
-                    found: Vec::new(),
-                }
-            })
-            .collect();
+        // Lanes past the used ones are empty.
+        let mut lanes: [Lane; GATE_LANES] = std::array::from_fn(|k| {
+            let report_after = k * chunk;
+            let (from, to) = if k < used {
+                (
+                    report_after.saturating_sub(warm_up),
+                    ((k + 1) * chunk).min(input.len()),
+                )
+            } else {
+                (0, 0)
+            };
+            Lane {
+                from,
+                to,
+                report_after,
+                state: start,
+                found: std::mem::take(&mut found[k]),
+            }
+        });
         // Interleaved while every lane has bytes left, then each lane alone.
         let common = lanes
             .iter()
@@ -559,7 +571,8 @@ impl Gates {
             .min()
             .unwrap_or(0);
         let mut interleaved = 0;
-        if let [a, b, c, d] = lanes.as_mut_slice() {
+        {
+            let [a, b, c, d] = &mut lanes;
             let part = |lane: &Lane| input.get(lane.from..lane.from + common).unwrap_or(&[]);
             let (pa, pb, pc, pd) = (part(a), part(b), part(c), part(d));
             if [pa, pb, pc, pd].iter().all(|p| p.len() == common) {
@@ -599,7 +612,9 @@ impl Gates {
                 }
             }
         }
-        lanes.into_iter().map(|l| l.found).collect()
+        for (lane, out) in lanes.into_iter().zip(found) {
+            *out = lane.found;
+        }
     }
 
     /// Record in `lane` the gates of match `state`, reached on byte `at`, if
@@ -980,19 +995,29 @@ impl Compiled {
     /// Every match of every pattern that runs on `input` (see [`Run`]), as
     /// (pattern index, start, end) in `input`, at most [`MAX_PATTERN_HITS`]
     /// per pattern.
-    fn pattern_matches(&self, input: &str, mut each: impl FnMut(usize, usize, usize)) {
+    ///
+    /// `buffers` are working buffers the caller keeps between scans.
+    fn pattern_matches(
+        &self,
+        input: &str,
+        buffers: &mut PatternBuffers,
+        mut each: impl FnMut(usize, usize, usize),
+    ) {
         if self.regexes.is_empty() {
             return;
         }
-        let mut runs: Vec<Run> = self
-            .regexes
-            .iter()
-            .map(|p| if p.always { Run::Whole } else { Run::Closed })
-            .collect();
+        let PatternBuffers { runs, gates_found } = buffers;
+        runs.clear();
+        runs.extend(
+            self.regexes
+                .iter()
+                .map(|p| if p.always { Run::Whole } else { Run::Closed }),
+        );
         if let Some(gates) = &self.gates {
             let mut lines = LineIndex::default();
-            for lane in gates.find_all(input.as_bytes()) {
-                for (gate, start) in lane {
+            gates.find_all(input.as_bytes(), gates_found);
+            for lane in gates_found.iter() {
+                for &(gate, start) in lane {
                     for &p in &self.gate_targets[gate as usize] {
                         runs[p].open(self.regexes[p].reach, input, &mut lines, start);
                     }
@@ -1172,6 +1197,27 @@ struct Spare {
     normalized: Normalized,
     /// A finished scan's [`Scan::word_ids`].
     word_ids: Vec<u32>,
+    /// The buffers of [`Compiled::pattern_matches`].
+    patterns: PatternBuffers,
+}
+
+/// Working buffers of [`Compiled::pattern_matches`].
+#[derive(Default)]
+struct PatternBuffers {
+    /// Where each pattern runs.
+    runs: Vec<Run>,
+    /// The gate occurrences found by each lane of [`Gates::find_all`].
+    gates_found: [Vec<(u32, usize)>; GATE_LANES],
+}
+
+impl PatternBuffers {
+    /// These buffers emptied, those worth keeping kept (see [`Spare::kept`]).
+    fn kept(self) -> Self {
+        Self {
+            runs: Spare::kept(self.runs),
+            gates_found: self.gates_found.map(Spare::kept),
+        }
+    }
 }
 
 impl Spare {
@@ -1440,7 +1486,7 @@ mod tests {
         let mut checked = 0;
         for text in &texts {
             let mut got: Vec<Vec<(usize, usize)>> = vec![Vec::new(); compiled.regexes.len()];
-            compiled.pattern_matches(text, |p, s, e| got[p].push((s, e)));
+            compiled.pattern_matches(text, &mut Default::default(), |p, s, e| got[p].push((s, e)));
             let lower = text.to_ascii_lowercase();
             for &p in &restricted {
                 let pattern = &rules.patterns[p];
@@ -1503,11 +1549,9 @@ mod tests {
     fn interleaved(input: &str) -> Vec<(u32, usize)> {
         let gates: Vec<String> = GATES.iter().map(|g| (*g).to_owned()).collect();
         let gates = Gates::new(&gates).unwrap();
-        gates
-            .find_all(input.as_bytes())
-            .into_iter()
-            .flatten()
-            .collect()
+        let mut found = Default::default();
+        gates.find_all(input.as_bytes(), &mut found);
+        found.into_iter().flatten().collect()
     }
 
     /// Line-start patterns of the shapes the rules use: spanning lines,
