@@ -354,18 +354,88 @@ const ASCII_CLASS: [u8; 256] = {
 
 /// The ASCII path's output under construction.
 struct AsciiOut {
+    /// The output text in `text[..len]`; the rest is room for the chunked
+    /// copies of [`AsciiOut::copy_word`] (the output is never longer than
+    /// the input, and [`AsciiOut::with_room`] leaves [`COPY_CHUNK`] more).
     text: Vec<u8>,
+    /// The input offset of each output byte, in `offsets[..len]`.
     offsets: Vec<u32>,
+    len: usize,
     signals: Signals,
     words: Vec<(u32, u32)>,
 }
 
+/// Bytes a word is copied by at a time in [`AsciiOut::copy_word`].
+const COPY_CHUNK: usize = 16;
+
 impl AsciiOut {
+    /// Buffers (those of `reuse`) with room for the output of `n` input bytes.
+    fn with_room(reuse: Normalized, n: usize) -> Self {
+        let mut text = reuse.text.into_bytes();
+        text.clear();
+        text.resize(n + COPY_CHUNK, 0);
+        let mut offsets = reuse.offsets;
+        offsets.clear();
+        offsets.resize(n + COPY_CHUNK, 0);
+        let mut words = reuse.words;
+        words.clear();
+        words.reserve(n / 5 + 1);
+        Self {
+            text,
+            offsets,
+            len: 0,
+            signals: Signals::default(),
+            words,
+        }
+    }
+
+    /// Append `byte`, from input offset `offset`.
+    fn push(&mut self, byte: u8, offset: u32) {
+        if let (Some(t), Some(o)) = (self.text.get_mut(self.len), self.offsets.get_mut(self.len)) {
+            *t = byte;
+            *o = offset;
+            self.len += 1;
+        }
+    }
+
+    /// Append the word `bytes[start..end]` as it is, with its offsets:
+    /// [`COPY_CHUNK`] bytes at a time (the bytes past the word are
+    /// overwritten by what comes next or cut off at the end), without a
+    /// call per word.
+    fn copy_word(&mut self, bytes: &[u8], start: usize, end: usize) {
+        let mut from = start;
+        while from < end {
+            let take = (end - from).min(COPY_CHUNK);
+            let to = self.len;
+            match (
+                bytes.get(from..from + COPY_CHUNK),
+                self.text.get_mut(to..to + COPY_CHUNK),
+            ) {
+                (Some(src), Some(dst)) => dst.copy_from_slice(src),
+                _ => {
+                    if let (Some(src), Some(dst)) = (
+                        bytes.get(from..from + take),
+                        self.text.get_mut(to..to + take),
+                    ) {
+                        dst.copy_from_slice(src);
+                    }
+                }
+            }
+            if let Some(dst) = self.offsets.get_mut(to..to + COPY_CHUNK) {
+                let base = span_pos(from);
+                for (k, o) in dst.iter_mut().enumerate() {
+                    *o = base.wrapping_add(k as u32);
+                }
+            }
+            self.len = (to + take).min(self.text.len());
+            from += take;
+        }
+    }
+
     /// A space before the next word (none at the start), mapped to `offset`.
     fn separate(&mut self, offset: u32) {
-        if !self.text.is_empty() {
-            self.text.push(b' ');
-            self.offsets.push(offset);
+        if self.len > 0 {
+            self.push(b' ', offset);
         }
     }
 
@@ -378,19 +448,17 @@ impl AsciiOut {
         if singles.len() >= 3 {
             self.signals.joined_letters += singles.len();
             self.separate(singles[0].1);
-            let start = span_pos(self.text.len());
+            let start = span_pos(self.len);
             for &(c, o) in singles.iter() {
-                self.text.push(c);
-                self.offsets.push(o);
+                self.push(c, o);
             }
-            self.words.push((start, span_pos(self.text.len())));
+            self.words.push((start, span_pos(self.len)));
         } else {
             for &(c, o) in singles.iter() {
                 self.separate(o);
-                self.text.push(c);
-                self.offsets.push(o);
+                self.push(c, o);
                 self.words
-                    .push((span_pos(self.text.len() - 1), span_pos(self.text.len())));
+                    .push((span_pos(self.len - 1), span_pos(self.len)));
             }
         }
         singles.clear();
@@ -494,18 +562,7 @@ fn word_end(bytes: &[u8], mut at: usize) -> (usize, u8) {
 /// buffers sized once).
 fn normalize_ascii(bytes: &[u8], reuse: Normalized) -> Normalized {
     let n = bytes.len();
-    let mut out = AsciiOut {
-        text: reuse.text.into_bytes(),
-        offsets: reuse.offsets,
-        signals: Signals::default(),
-        words: reuse.words,
-    };
-    out.text.clear();
-    out.text.reserve(n);
-    out.offsets.clear();
-    out.offsets.reserve(n);
-    out.words.clear();
-    out.words.reserve(n / 5 + 1);
+    let mut out = AsciiOut::with_room(reuse, n);
     let mut singles: Vec<(u8, u32)> = Vec::new();
     // The separator between the first two singles (see `Builder::singles_sep`).
     let mut singles_sep: Option<u8> = None;
@@ -545,24 +602,22 @@ fn normalize_ascii(bytes: &[u8], reuse: Normalized) -> Normalized {
         }
         out.flush_singles(&mut singles);
         out.separate(at(start));
-        let word_start = span_pos(out.text.len());
+        let word_start = span_pos(out.len);
         if has_digit && has_alpha && word.len() > 2 {
             out.signals.leet_words += 1;
-            out.text.extend(word.iter().map(|b| {
+            for (k, b) in word.iter().enumerate() {
                 let c = b.to_ascii_lowercase();
-                leet(c as char).map_or(c, |l| l as u8)
-            }));
+                out.push(leet(c as char).map_or(c, |l| l as u8), at(start + k));
+            }
         } else {
             // Lowercased with the whole text at the end.
-            out.text.extend_from_slice(word);
+            out.copy_word(bytes, start, i);
         }
-        out.words.push((word_start, span_pos(out.text.len())));
-        match (u32::try_from(start), u32::try_from(i)) {
-            (Ok(s), Ok(e)) => out.offsets.extend(s..e),
-            _ => out.offsets.extend((start..i).map(at)),
-        }
+        out.words.push((word_start, span_pos(out.len)));
     }
     out.flush_singles(&mut singles);
+    out.text.truncate(out.len);
+    out.offsets.truncate(out.len);
     lowercase_ascii(&mut out.text);
     Normalized {
         // Only ASCII bytes were pushed.
