@@ -3,9 +3,11 @@
 //! Lexicon phrases become one word-level [`PhraseIndex`] over the normalised
 //! word view (plus ROT13 twins of every ASCII phrase, so ROT13 text matches the
 //! same rules); patterns are regexes over the raw input, each run only when one
-//! of its gate substrings occurs. A scan finds all concept hits in one pass of
-//! each, then checks the rules whose every element has a hit, with binary
-//! searches: work is linear in the input plus the (bounded) hits.
+//! of its gate substrings occurs, and only where its matches can start when
+//! that can be read off its syntax (at its gates, at line starts; see
+//! [`Reach`]). A scan finds all concept hits in one pass of each, then checks
+//! the rules whose every element has a hit, with binary searches: work is
+//! linear in the input plus the (bounded) hits.
 
 use std::collections::HashMap;
 use std::ops::Range;

@@ -20,7 +20,11 @@
 //!   images). Patterns are ASCII regexes (`(?-u)` is implied; write `(?u:…)`
 //!   for Unicode classes). `gate NAME: a ; b ; c` lists substrings of which one
 //!   must occur (ASCII case-insensitive) before the pattern runs at all, which
-//!   keeps ordinary text on the fast path. Comments are not recognised on
+//!   keeps ordinary text on the fast path. A pattern whose every alternative
+//!   begins with one of its gates (`(?i)(?:curl|wget)\s…` gated by `curl ;
+//!   wget`) is then tried only where its gates occur (up to 16 places per
+//!   window), and one anchored at line starts (`(?m)^…`, `(?:^|\n)…`) only at
+//!   line starts, not searched for through the text. Comments are not recognised on
 //!   `pattern` and `gate` lines, so both may contain `#`.
 //! * `rule NAME FAMILY WEIGHT: E1 ~N E2 ~M E3 …` matches when the elements occur
 //!   in order with at most `N` words between consecutive ones. An element is
