@@ -111,7 +111,12 @@ fn unigram(word: u64) -> u64 {
 
 /// The key of a pair of adjacent words (from their [`word_key`]s).
 fn bigram(first: u64, second: u64) -> u64 {
-    mix(mix(first) ^ second.rotate_left(29) ^ 0x9E37_79B9_7F4A_7C15)
+    bigram_after(unigram(first), second)
+}
+
+/// [`bigram`] from the first word's [`unigram`] key, which a scan has at hand.
+fn bigram_after(first_unigram: u64, second: u64) -> u64 {
+    mix(first_unigram ^ second.rotate_left(29) ^ 0x9E37_79B9_7F4A_7C15)
 }
 
 /// One slot of the weight table; an empty slot has fingerprint 0.
@@ -376,6 +381,7 @@ impl LexicalModel {
             }
             found.resize(BLOCK + 1, (0, 0.0));
             let mut sum = self.bias;
+            // The previous word's unigram key, from which its pair's key follows.
             let mut previous: Option<u64> = None;
             for block in words.chunks(BLOCK / 2) {
                 // First the block's n-grams' entries, appended without a
@@ -391,11 +397,12 @@ impl LexicalModel {
                 };
                 for span in block {
                     let w = word_key(bytes, span.0 as usize, span.1 as usize);
-                    record(unigram(w), found);
+                    let key = unigram(w);
+                    record(key, found);
                     if let Some(p) = previous {
-                        record(bigram(p, w), found);
+                        record(bigram_after(p, w), found);
                     }
-                    previous = Some(w);
+                    previous = Some(key);
                 }
                 // Then the hits, each entry counted once per call.
                 let mut block_sum = 0.0f32;
