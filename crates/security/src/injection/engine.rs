@@ -735,16 +735,24 @@ impl Run {
 /// gates finds them (matches running past their line through `\s`, or further
 /// than [`LINE_HEAD_BYTES`] into it, are missed).
 fn is_line_anchored(regex: &str) -> bool {
-    let Some((flags, body)) = regex
+    let (flags, body) = leading_flags(regex);
+    flags.contains('m')
+        && flags.chars().all(|c| c.is_ascii_alphabetic())
+        && body.strip_prefix('^').is_some_and(no_top_level_alternation)
+}
+
+/// The flags of a pattern's leading flag group (`(?im)` → `im`; empty without
+/// one) and the rest of the pattern.
+fn leading_flags(regex: &str) -> (&str, &str) {
+    match regex
         .strip_prefix("(?")
         .and_then(|rest| rest.split_once(')'))
-    else {
-        return false;
-    };
-    if !(flags.contains('m') && flags.chars().all(|c| c.is_ascii_alphabetic())) {
-        return false;
+    {
+        Some((flags, body)) if flags.chars().all(|c| c.is_ascii_alphabetic() || c == '-') => {
+            (flags, body)
+        }
+        _ => ("", regex),
     }
-    body.strip_prefix('^').is_some_and(no_top_level_alternation)
 }
 
 /// Whether every match of a pattern starts at the start of the searched text
@@ -753,39 +761,21 @@ fn is_line_anchored(regex: &str) -> bool {
 /// alternation. Such a pattern need only be tried at those positions, however
 /// much of the text it may then span.
 fn starts_lines(regex: &str) -> bool {
-    let body = match regex
-        .strip_prefix("(?")
-        .and_then(|rest| rest.split_once(')'))
-    {
-        Some((flags, body)) if flags.chars().all(|c| c.is_ascii_alphabetic() || c == '-') => {
-            if flags.contains(['m', 'x']) {
-                return false;
-            }
-            body
-        }
-        _ => regex,
-    };
-    body.strip_prefix(r"(?:^|\n)")
-        .is_some_and(no_top_level_alternation)
+    let (flags, body) = leading_flags(regex);
+    !flags.contains(['m', 'x'])
+        && body
+            .strip_prefix(r"(?:^|\n)")
+            .is_some_and(no_top_level_alternation)
 }
 
 /// Whether `body` (a regex) has no `|` outside groups and classes.
 fn no_top_level_alternation(body: &str) -> bool {
-    let (mut depth, mut escaped, mut class) = (0u32, false, false);
-    for c in body.chars() {
-        match (escaped, class, c) {
-            (true, _, _) => escaped = false,
-            (false, _, '\\') => escaped = true,
-            (false, true, ']') => class = false,
-            (false, true, _) => {}
-            (false, false, '[') => class = true,
-            (false, false, '(') => depth += 1,
-            (false, false, ')') => depth = depth.saturating_sub(1),
-            (false, false, '|') if depth == 0 => return false,
-            _ => {}
-        }
-    }
-    true
+    let mut reader = Reader {
+        bytes: body.as_bytes(),
+        at: 0,
+    };
+    reader.skip_rest();
+    reader.at == body.len()
 }
 
 /// Whether every match of a pattern starts where one of its `gates` starts
@@ -810,18 +800,10 @@ fn gate_led(regex: &str, gates: &[String]) -> bool {
 /// class, another assertion or escape, a quantified group, a non-ASCII
 /// literal, the `x` flag. Conservative by design: `None` only costs speed.
 fn leading_literals(regex: &str) -> Option<Vec<Vec<u8>>> {
-    let body = match regex
-        .strip_prefix("(?")
-        .and_then(|rest| rest.split_once(')'))
-    {
-        Some((flags, body)) if flags.chars().all(|c| c.is_ascii_alphabetic() || c == '-') => {
-            if flags.contains('x') {
-                return None;
-            }
-            body
-        }
-        _ => regex,
-    };
+    let (flags, body) = leading_flags(regex);
+    if flags.contains('x') {
+        return None;
+    }
     let mut reader = Reader {
         bytes: body.as_bytes(),
         at: 0,
