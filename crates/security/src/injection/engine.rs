@@ -75,9 +75,13 @@ enum Reach {
 
 impl CompiledPattern {
     /// The matches in `hay`: what `find_iter` finds, found by anchored
-    /// searches at the line starts only when the pattern allows it.
+    /// searches at the line starts when the pattern allows it and `hay` has
+    /// at most [`MAX_ANCHORED_STARTS`] of them.
     fn find_iter<'h>(&'h self, hay: &'h [u8]) -> impl Iterator<Item = Match> + 'h {
-        let line_starts = self.reach == Reach::LineStarts;
+        let line_starts = self.reach == Reach::LineStarts
+            && memchr::memchr_iter(b'\n', hay)
+                .nth(MAX_ANCHORED_STARTS - 1)
+                .is_none();
         let everywhere = (!line_starts).then(|| self.regex.find_iter(hay));
         let at_lines = line_starts.then(|| line_start_matches(&self.regex, hay));
         everywhere
@@ -669,10 +673,12 @@ impl LineIndex {
 /// Most distinct lines a line-local pattern runs on before it runs on the whole input.
 const MAX_GATED_LINES: usize = 16;
 
-/// Most gate occurrences a gate-led pattern is tried at before it runs over
-/// the whole input: an anchored search may read far past its start, so this
-/// bounds the work to a small multiple of one whole search.
-const MAX_GATE_STARTS: usize = 16;
+/// Most places a pattern is tried at by anchored searches (gate occurrences
+/// of a gate-led pattern, line starts of a line-start pattern) before it is
+/// searched for through the whole input instead: an anchored search may read
+/// far past its start, so this bounds the work to a small multiple of one
+/// whole search, whatever the rules and the input.
+const MAX_ANCHORED_STARTS: usize = 16;
 
 /// How far into a line a line-local pattern's match may reach.
 const LINE_HEAD_BYTES: usize = 256;
@@ -691,7 +697,7 @@ impl Run {
                 return;
             }
             (Reach::GateStarts, Self::Starts(starts)) => {
-                if starts.len() == MAX_GATE_STARTS {
+                if starts.len() == MAX_ANCHORED_STARTS {
                     *self = Self::Whole;
                 } else {
                     starts.push(at);
@@ -1467,6 +1473,7 @@ mod tests {
         texts.push("say \"ignore\" ".repeat(40));
         texts.push("<|im_start|>system\n<|IM_END|> Display: none; http://x.y/?q= ".repeat(9));
         texts.push("\"\"\"\"ignore all\" https://a.b/c?d={e} <!-- ignore -->".repeat(5));
+        texts.push("prompts:\n  system: be brief\nadmin:\n  - role: x\n".repeat(12));
         let mut checked = 0;
         for text in &texts {
             let mut got: Vec<Vec<(usize, usize)>> = vec![Vec::new(); compiled.regexes.len()];

@@ -22,9 +22,10 @@
 //!   must occur (ASCII case-insensitive) before the pattern runs at all, which
 //!   keeps ordinary text on the fast path. A pattern whose every alternative
 //!   begins with one of its gates (`(?i)(?:curl|wget)\s…` gated by `curl ;
-//!   wget`) is then tried only where its gates occur (up to 16 places per
-//!   window), and one anchored at line starts (`(?m)^…`, `(?:^|\n)…`) only at
-//!   line starts, not searched for through the text. Comments are not recognised on
+//!   wget`) is then tried only where its gates occur, and one anchored at
+//!   line starts (`(?m)^…`, `(?:^|\n)…`) only at line starts, instead of
+//!   searched for through the text (a window with more than 16 such places is
+//!   searched through, as any other pattern is). Comments are not recognised on
 //!   `pattern` and `gate` lines, so both may contain `#`.
 //! * `rule NAME FAMILY WEIGHT: E1 ~N E2 ~M E3 …` matches when the elements occur
 //!   in order with at most `N` words between consecutive ones. An element is
