@@ -391,6 +391,7 @@ impl AsciiOut {
 
     /// Append `byte`, from input offset `offset`.
     fn push(&mut self, byte: u8, offset: u32) {
+        debug_assert!(self.len < self.text.len(), "the output outgrew its input");
         if let (Some(t), Some(o)) = (self.text.get_mut(self.len), self.offsets.get_mut(self.len)) {
             *t = byte;
             *o = offset;
@@ -407,6 +408,10 @@ impl AsciiOut {
         while from < end {
             let take = (end - from).min(COPY_CHUNK);
             let to = self.len;
+            debug_assert!(
+                to + COPY_CHUNK <= self.text.len(),
+                "the output outgrew its input"
+            );
             match (
                 bytes.get(from..from + COPY_CHUNK),
                 self.text.get_mut(to..to + COPY_CHUNK),
