@@ -1560,6 +1560,96 @@ mod tests {
         super::Compiled::new(&crate::injection::RuleSet::builtin()).unwrap()
     });
 
+    /// Regexes built from the syntax `leading_literals` reads: literals,
+    /// escapes, classes, assertions, groups, quantifiers, alternatives, flags.
+    fn regex_strategy() -> impl Strategy<Value = String> {
+        let atom = prop_oneof![
+            8 => "[abAB:<\"_ -]{1,4}",
+            1 => Just(r"\.".to_owned()),
+            1 => Just(r"\-".to_owned()),
+            1 => Just(r"\<".to_owned()),
+            1 => Just(r"\b".to_owned()),
+            1 => Just(r"\s".to_owned()),
+            1 => Just("[ab]".to_owned()),
+            1 => Just("[^a]".to_owned()),
+            1 => Just("[]a]".to_owned()),
+            1 => Just(".".to_owned()),
+            1 => Just("^".to_owned()),
+        ];
+        let quantified = (
+            atom,
+            prop_oneof![
+                6 => Just(""),
+                1 => Just("?"),
+                1 => Just("*"),
+                1 => Just("+"),
+                1 => Just("{0,2}"),
+                1 => Just("{1,2}"),
+            ],
+        )
+            .prop_map(|(a, q)| format!("{a}{q}"));
+        let leaf = prop::collection::vec(quantified, 1..4).prop_map(|v| v.concat());
+        let tree = leaf.prop_recursive(2, 12, 3, |inner| {
+            (
+                prop::collection::vec(inner.clone(), 1..3),
+                prop_oneof![Just("(?:"), Just("("), Just("(?i:"), Just("(?-i:")],
+                prop_oneof![Just(""), Just(""), Just("?"), Just("+"), Just("*")],
+                inner,
+            )
+                .prop_map(|(alts, open, q, rest)| format!("{open}{}){q}{rest}", alts.join("|")))
+        });
+        (
+            prop_oneof![
+                Just(""),
+                Just("(?i)"),
+                Just("(?x)"),
+                Just("(?m)"),
+                Just("(?s-i)")
+            ],
+            prop::collection::vec(tree, 1..3),
+        )
+            .prop_map(|(flags, alts)| format!("{flags}{}", alts.join("|")))
+    }
+
+    proptest! {
+        // About one generated regex in ten has leading literals to check.
+        #![proptest_config(ProptestConfig::with_cases(2048))]
+
+        /// Whatever a regex's syntax, when its leading literals can be read
+        /// off, every match starts where one of them occurs (ASCII case
+        /// aside), and anchored searches there find what a whole search finds.
+        #[test]
+        fn leading_literals_begin_every_match(
+            regex in regex_strategy(),
+            hay in "([abAB:<\"_ .-]|\n|ab|AB){0,40}",
+        ) {
+            let Ok(compiled) = compile_pattern(&regex) else {
+                return Ok(());
+            };
+            let Some(literals) = leading_literals(&regex) else {
+                return Ok(());
+            };
+            let gates: Vec<String> = literals
+                .iter()
+                .map(|l| String::from_utf8(l.clone()).unwrap())
+                .collect();
+            prop_assert!(gate_led(&regex, &gates));
+            let bytes = hay.as_bytes();
+            let starts: Vec<usize> = (0..=bytes.len())
+                .filter(|&at| {
+                    literals.iter().any(|l| {
+                        bytes.get(at..at + l.len()).is_some_and(|b| b.eq_ignore_ascii_case(l))
+                    })
+                })
+                .collect();
+            let whole: Vec<_> = compiled.find_iter(bytes).map(|m| m.range()).collect();
+            let anchored: Vec<_> = anchored_matches(&compiled, bytes, starts.iter().copied())
+                .map(|m| m.range())
+                .collect();
+            prop_assert_eq!(anchored, whole, "{} {:?}", regex, gates);
+        }
+    }
+
     proptest! {
         #[test]
         fn line_start_searches_find_what_a_whole_search_finds(
