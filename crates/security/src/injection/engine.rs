@@ -1615,6 +1615,28 @@ mod tests {
         // About one generated regex in ten has leading literals to check.
         #![proptest_config(ProptestConfig::with_cases(2048))]
 
+        /// Whatever follows `(?:^|\n)`, a pattern recognised as starting at
+        /// line starts is found there by anchored searches as a whole search
+        /// finds it.
+        #[test]
+        fn line_start_patterns_of_any_syntax_are_found_at_line_starts(
+            flags in prop_oneof![Just(""), Just("(?i)"), Just("(?m)"), Just("(?x)"), Just("(?s-i)")],
+            body in regex_strategy(),
+            hay in "([abAB:<\"_ .-]|\n|ab|AB){0,40}",
+        ) {
+            let regex = format!("{flags}(?:^|\\n){body}");
+            let Ok(compiled) = compile_pattern(&regex) else {
+                return Ok(());
+            };
+            if !starts_lines(&regex) {
+                return Ok(());
+            }
+            let bytes = hay.as_bytes();
+            let whole: Vec<_> = compiled.find_iter(bytes).map(|m| m.range()).collect();
+            let at_lines: Vec<_> = line_start_matches(&compiled, bytes).map(|m| m.range()).collect();
+            prop_assert_eq!(at_lines, whole, "{}", regex);
+        }
+
         /// Whatever a regex's syntax, when its leading literals can be read
         /// off, every match starts where one of them occurs (ASCII case
         /// aside), and anchored searches there find what a whole search finds.
