@@ -433,7 +433,7 @@ impl Compiled {
     /// Scan `input` (one window) and return the rules that matched; marker
     /// rules (see `CompiledRule::marker`) are tried only with `markers`.
     pub(crate) fn scan(&self, input: &str, markers: bool) -> Scan {
-        let mut spare = SPARE.with(std::cell::Cell::take);
+        let mut spare = Spare::take();
         let normalized = normalize_into(input, std::mem::take(&mut spare.normalized));
         let text = normalized.text.as_str();
         // Ordinary prose yields about one hit per word (common words start
@@ -1169,7 +1169,7 @@ thread_local! {
     static RANGES: std::cell::Cell<Vec<(u32, u32)>> = const { std::cell::Cell::new(Vec::new()) };
     /// A scan's working buffers, kept for the next scan on the thread (a
     /// nested scan finds them taken and allocates its own).
-    static SPARE: std::cell::Cell<Spare> = std::cell::Cell::new(Spare::default());
+    static SPARE: std::cell::RefCell<Spare> = std::cell::RefCell::new(Spare::default());
 }
 
 /// Working buffers of [`Compiled::scan`] kept between scans: their contents
@@ -1216,13 +1216,24 @@ impl Spare {
     const MAX_KEPT: usize = 16 * 1024;
 
     /// Put buffers back for the thread's next scan with `f`; the others the
-    /// thread keeps stay.
+    /// thread keeps stay. Only the buffers `f` touches move.
     fn give_back(f: impl FnOnce(&mut Self)) {
-        SPARE.with(|cell| {
-            let mut spare = cell.take();
-            f(&mut spare);
-            cell.set(spare);
+        SPARE.with(|cell| match cell.try_borrow_mut() {
+            Ok(mut spare) => f(&mut spare),
+            // Not reached (no borrow outlives these calls); the buffers are
+            // then simply dropped.
+            Err(_) => f(&mut Self::default()),
         });
+    }
+
+    /// The thread's buffers, taken for a scan (a nested scan finds them
+    /// taken and allocates its own).
+    fn take() -> Self {
+        SPARE.with(|cell| {
+            cell.try_borrow_mut()
+                .map(|mut spare| std::mem::take(&mut *spare))
+                .unwrap_or_default()
+        })
     }
 
     /// `buffer` emptied, if its room is worth keeping.
