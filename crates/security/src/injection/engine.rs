@@ -433,6 +433,8 @@ impl Compiled {
     /// Scan `input` (one window) and return the rules that matched; marker
     /// rules (see `CompiledRule::marker`) are tried only with `markers`.
     pub(crate) fn scan(&self, input: &str, markers: bool) -> Scan {
+        #[cfg(test)]
+        SCANNED_BYTES.with(|scanned| scanned.set(scanned.get() + input.len()));
         let mut spare = Spare::take();
         let normalized = normalize_into(input, std::mem::take(&mut spare.normalized));
         let text = normalized.text.as_str();
@@ -1160,6 +1162,13 @@ struct Hits {
     ranges: Vec<(u32, u32)>,
     /// One bit per concept: whether it has any hit.
     present: Vec<u64>,
+}
+
+#[cfg(test)]
+thread_local! {
+    /// Bytes given to [`Compiled::scan`] on this thread: what tests measure
+    /// the detector's work by, instead of time.
+    pub(crate) static SCANNED_BYTES: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
 }
 
 thread_local! {
