@@ -73,24 +73,6 @@ enum Reach {
     GateStarts,
 }
 
-impl CompiledPattern {
-    /// The matches in `hay`: what `find_iter` finds, found by anchored
-    /// searches at the line starts when the pattern allows it and `hay` has
-    /// at most [`MAX_ANCHORED_STARTS`] of them.
-    fn find_iter<'h>(&'h self, hay: &'h [u8]) -> impl Iterator<Item = Match> + 'h {
-        let line_starts = self.reach == Reach::LineStarts
-            && memchr::memchr_iter(b'\n', hay)
-                .nth(MAX_ANCHORED_STARTS - 1)
-                .is_none();
-        let everywhere = (!line_starts).then(|| self.regex.find_iter(hay));
-        let at_lines = line_starts.then(|| line_start_matches(&self.regex, hay));
-        everywhere
-            .into_iter()
-            .flatten()
-            .chain(at_lines.into_iter().flatten())
-    }
-}
-
 /// The matches of `regex` in `hay` when every match of it starts at 0 or at a
 /// newline (see [`anchored_matches`]).
 fn line_start_matches<'h>(regex: &'h Pattern, hay: &'h [u8]) -> impl Iterator<Item = Match> + 'h {
@@ -778,10 +760,7 @@ fn starts_lines(regex: &str) -> bool {
 
 /// Whether `body` (a regex) has no `|` outside groups and classes.
 fn no_top_level_alternation(body: &str) -> bool {
-    let mut reader = Reader {
-        bytes: body.as_bytes(),
-        at: 0,
-    };
+    let mut reader = Reader::new(body);
     reader.skip_rest();
     reader.at == body.len()
 }
@@ -812,10 +791,7 @@ fn leading_literals(regex: &str) -> Option<Vec<Vec<u8>>> {
     if flags.contains('x') {
         return None;
     }
-    let mut reader = Reader {
-        bytes: body.as_bytes(),
-        at: 0,
-    };
+    let mut reader = Reader::new(body);
     let literals = reader.alternatives()?;
     (reader.at == reader.bytes.len()).then_some(literals)
 }
@@ -826,7 +802,14 @@ struct Reader<'a> {
     at: usize,
 }
 
-impl Reader<'_> {
+impl<'a> Reader<'a> {
+    fn new(regex: &'a str) -> Self {
+        Self {
+            bytes: regex.as_bytes(),
+            at: 0,
+        }
+    }
+
     fn peek(&self) -> Option<u8> {
         self.bytes.get(self.at).copied()
     }
@@ -1019,40 +1002,52 @@ impl Compiled {
         let raw = input.as_bytes();
         for (p, (run, pattern)) in runs.iter_mut().zip(&self.regexes).enumerate() {
             let mut left = MAX_PATTERN_HITS;
-            let mut emit = |m: Match, from: usize| {
-                each(p, from + m.start(), from + m.end());
-                left -= 1;
-                left > 0
+            // Reports each match, at `from` in `raw`; false once the pattern
+            // has reported its most hits.
+            let mut emit = |matches: &mut dyn Iterator<Item = Match>, from: usize| {
+                for m in matches {
+                    each(p, from + m.start(), from + m.end());
+                    left -= 1;
+                    if left == 0 {
+                        return false;
+                    }
+                }
+                true
             };
             match run {
                 Run::Closed => {}
                 Run::Whole => {
-                    for m in pattern.find_iter(raw) {
-                        if !emit(m, 0) {
-                            break;
-                        }
+                    let few_lines = || {
+                        memchr::memchr_iter(b'\n', raw)
+                            .nth(MAX_ANCHORED_STARTS - 1)
+                            .is_none()
+                    };
+                    if pattern.reach == Reach::LineStarts && few_lines() {
+                        emit(&mut line_start_matches(&pattern.regex, raw), 0);
+                    } else {
+                        emit(&mut pattern.regex.find_iter(raw), 0);
                     }
                 }
                 Run::Lines(lines) => {
                     // A line head holds no newline, so its start is the only
                     // line start in it: the one place a match can begin.
-                    'lines: for &(from, to) in lines.iter() {
+                    for &(from, to) in lines.iter() {
                         let head = &raw[from..to];
-                        for m in anchored_matches(&pattern.regex, head, std::iter::once(0)) {
-                            if !emit(m, from) {
-                                break 'lines;
-                            }
+                        if !emit(
+                            &mut anchored_matches(&pattern.regex, head, std::iter::once(0)),
+                            from,
+                        ) {
+                            break;
                         }
                     }
                 }
                 Run::Starts(starts) => {
                     starts.sort_unstable();
                     starts.dedup();
-                    for m in anchored_matches(&pattern.regex, raw, starts.iter().copied()) {
-                        if !emit(m, 0) {
-                            break;
-                        }
-                    }
+                    emit(
+                        &mut anchored_matches(&pattern.regex, raw, starts.iter().copied()),
+                        0,
+                    );
                 }
             }
         }
