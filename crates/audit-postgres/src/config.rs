@@ -31,8 +31,10 @@ pub struct PostgresAuditConfig {
     pub linger: Duration,
     /// Batches the writer keeps in flight at once (`1..=16`), each on its
     /// own connection. While one batch commits, the next is already being
-    /// inserted; a batch still commits only after the one before it. 1
-    /// writes one batch at a time.
+    /// inserted; a batch still commits only after the one before it. A
+    /// batch sent beside others waits until it is as large as the newest of
+    /// them (or one of them lands), so a steady load keeps its batches
+    /// large. 1 writes one batch at a time.
     pub max_in_flight_batches: usize,
     /// Events that may wait for the writer. When the queue is full, `log`
     /// waits for room (backpressure) until its deadline.

@@ -3,7 +3,11 @@
 //!
 //! A batch is whatever is queued when the previous write finishes (up to
 //! `max_batch_size`, optionally after lingering), so the more callers wait,
-//! the more events share one commit. Each caller is acknowledged only after
+//! the more events share one commit. A batch that would go out beside one
+//! still in flight waits until it holds as many events as the newest batch
+//! out (or until a batch lands): otherwise the first caller acknowledged
+//! would make a batch of one on its own, and the batches of a steady load
+//! would split into ever smaller commits. Each caller is acknowledged only after
 //! the write that holds its event succeeded. Transient failures are retried
 //! with exponential backoff while any caller of the batch still waits.
 //!
@@ -203,6 +207,7 @@ impl GroupCommit {
             acks,
             head: None,
             flights: VecDeque::new(),
+            staged: Vec::new(),
         };
         tokio::spawn(writer.run());
         Self { queue, settings }
@@ -270,10 +275,15 @@ struct Writer<S> {
     head: Option<ChainHead>,
     /// Batches sent and not yet landed, oldest first.
     flights: VecDeque<Flight>,
+    /// Events taken off the queue for the next batch while it waits to be
+    /// about as large as the batch sent before it.
+    staged: Vec<Pending>,
 }
 
 /// A batch on its way to the store.
 struct Flight {
+    /// Events in the batch.
+    events: usize,
     outcome: JoinHandle<Sent>,
     /// Flush requests answered once this batch has landed.
     flushes: Vec<oneshot::Sender<()>>,
@@ -338,7 +348,8 @@ impl<S: BatchSink> Writer<S> {
             let Some(first) = self.next_command().await else {
                 break;
             };
-            let mut batch = Vec::with_capacity(self.settings.max_batch_size);
+            let mut batch = std::mem::take(&mut self.staged);
+            batch.reserve(self.settings.max_batch_size.saturating_sub(batch.len()));
             let mut flushes = Vec::new();
             self.collect(first, &mut batch, &mut flushes, &mut stop)
                 .await;
@@ -383,18 +394,39 @@ impl<S: BatchSink> Writer<S> {
 
     /// The next command, landing batches in flight meanwhile: while fewer
     /// than `max_in_flight` batches are out, whichever comes first; at the
-    /// limit, the oldest batch lands first. `None` once the queue is closed
-    /// and drained.
-    async fn next_command(&mut self) -> Option<Command> {
+    /// limit, the oldest batch lands first. While a batch is in flight, the
+    /// events that arrive are staged until they are as many as the newest
+    /// batch out; then `Some(None)` says the staged events make the next
+    /// batch. `None` once the queue is closed and drained.
+    async fn next_command(&mut self) -> Option<Option<Command>> {
         loop {
             let room = self.flights.len() < self.settings.max_in_flight;
+            let threshold = self
+                .flights
+                .back()
+                .map_or(1, |newest| newest.events)
+                .min(self.settings.max_batch_size);
             let Some(oldest) = self.flights.front_mut() else {
-                return self.rx.recv().await;
+                if !self.staged.is_empty() {
+                    return Some(None);
+                }
+                return self.rx.recv().await.map(Some);
             };
             let sent = if room {
                 tokio::select! {
                     biased;
-                    command = self.rx.recv() => return command,
+                    command = self.rx.recv() => match command {
+                        Some(Command::Log(pending)) => {
+                            self.staged.push(pending);
+                            if self.staged.len() + self.rx.len() >= threshold {
+                                return Some(None);
+                            }
+                            continue;
+                        }
+                        Some(other) => return Some(Some(other)),
+                        None if self.staged.is_empty() => return None,
+                        None => return Some(None),
+                    },
                     sent = &mut oldest.outcome => sent,
                 }
             } else {
@@ -419,6 +451,7 @@ impl<S: BatchSink> Writer<S> {
         // connection closes): a half-open connection cannot stall the writer,
         // flushes or close. Whatever it did is found by the careful path.
         let deadline = self.settings.log_timeout + ABANDON_GRACE;
+        let events = batch.len();
         let write = self.sink.send(batch, after, end);
         let outcome = tokio::spawn(async move {
             tokio::time::timeout(deadline, write)
@@ -426,6 +459,7 @@ impl<S: BatchSink> Writer<S> {
                 .unwrap_or_else(|_| (Vec::new(), Err(WriteError::Transient(abandoned(deadline)))))
         });
         self.flights.push_back(Flight {
+            events,
             outcome,
             flushes,
             after,
@@ -535,25 +569,26 @@ impl<S: BatchSink> Writer<S> {
     /// `linger` for more), until the batch is full or a flush request is met.
     async fn collect(
         &mut self,
-        first: Command,
+        first: Option<Command>,
         batch: &mut Vec<Pending>,
         flushes: &mut Vec<oneshot::Sender<()>>,
         stop: &mut bool,
     ) {
         let linger_until = Instant::now() + self.settings.linger;
-        let mut next = Some(first);
-        while let Some(command) = next.take() {
-            match command {
-                Command::Log(pending) => batch.push(pending),
-                Command::Flush(done) => {
+        let mut next = first;
+        loop {
+            match next.take() {
+                Some(Command::Log(pending)) => batch.push(pending),
+                Some(Command::Flush(done)) => {
                     flushes.push(done);
                     return;
                 }
-                Command::Close(done) => {
+                Some(Command::Close(done)) => {
                     flushes.push(done);
                     *stop = true;
                     return;
                 }
+                None => {}
             }
             if batch.len() >= self.settings.max_batch_size {
                 return;
@@ -569,6 +604,9 @@ impl<S: BatchSink> Writer<S> {
                         .flatten()
                 }
             };
+            if next.is_none() {
+                return;
+            }
         }
     }
 
@@ -1037,6 +1075,55 @@ mod tests {
         assert_eq!(offsets(&sink.calls()[1..], start), [0, 10]);
         let sizes: Vec<usize> = sink.calls().iter().map(|(_, n)| *n).collect();
         assert_eq!(sizes, [1, 1, 2]);
+    }
+
+    /// Submits `count` events at once (they share one batch).
+    fn submit_together(
+        queue: &Arc<GroupCommit>,
+        count: usize,
+    ) -> Vec<tokio::task::JoinHandle<Result<(), AuditError>>> {
+        (0..count)
+            .map(|_| {
+                let queue = Arc::clone(queue);
+                tokio::spawn(async move { queue.submit(event()).await })
+            })
+            .collect()
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_batch_sent_beside_another_waits_until_it_is_as_large() {
+        let sink = slow_sink();
+        let (shared, queue) = started(&sink, settings());
+        queue.submit(event()).await.unwrap();
+        let start = Instant::now();
+        // Eight at once make one batch; eight more come one per ms from 1 ms
+        // while it is in flight. They go out together at 8 ms, when there are
+        // as many as in the batch beside them, not one by one.
+        let mut tasks = submit_together(&queue, 8);
+        tokio::time::sleep(Duration::from_millis(1)).await;
+        tasks.extend(submit_staggered(&queue, 8));
+        for task in tasks.drain(..) {
+            task.await.unwrap().unwrap();
+        }
+        let calls = sink.calls();
+        assert_eq!(offsets(&calls[1..], start), [0, 8]);
+        let sizes: Vec<usize> = calls.iter().map(|(_, n)| *n).collect();
+        assert_eq!(sizes, [1, 8, 8]);
+
+        // Fewer than that wait no longer than the batch in flight: two late
+        // events go out when it lands.
+        let start = Instant::now();
+        let mut tasks = submit_together(&queue, 8);
+        tokio::time::sleep(Duration::from_millis(1)).await;
+        tasks.extend(submit_staggered(&queue, 2));
+        for task in tasks {
+            task.await.unwrap().unwrap();
+        }
+        let calls = sink.calls();
+        assert_eq!(offsets(&calls[3..], start), [0, 10]);
+        let sizes: Vec<usize> = calls[3..].iter().map(|(_, n)| *n).collect();
+        assert_eq!(sizes, [8, 2]);
+        assert_eq!(shared.committed_sequence(), 27);
     }
 
     #[tokio::test(start_paused = true)]
