@@ -15,7 +15,9 @@
 //!   throughput rises with concurrency. Up to
 //!   [`max_in_flight_batches`](PostgresAuditConfig::max_in_flight_batches)
 //!   batches are in flight at once, each on its own connection: the next
-//!   batch is inserted while the one before commits.
+//!   batch is inserted while the one before commits. A batch sent beside
+//!   others waits until it is as large as the newest of them (or one lands),
+//!   so a steady load keeps its commits large instead of splitting them.
 //!   [`max_batch_size`](PostgresAuditConfig::max_batch_size) and
 //!   [`linger`](PostgresAuditConfig::linger) tune it.
 //! * **Bounded memory, explicit backpressure.** The queue holds at most
