@@ -865,12 +865,7 @@ mod tests {
             async move { queue.submit(event()).await }
         });
         tokio::task::yield_now().await;
-        let rest: Vec<_> = (0..3)
-            .map(|_| {
-                let queue = Arc::clone(&queue);
-                tokio::spawn(async move { queue.submit(event()).await })
-            })
-            .collect();
+        let rest = submit_together(&queue, 3);
         assert_eq!(first.await.unwrap(), Ok(()));
         for task in rest {
             assert_eq!(
@@ -891,13 +886,7 @@ mod tests {
             ..Scripted::default()
         };
         let queue = Arc::new(GroupCommit::start(sink.clone(), settings(), Arc::default()));
-        let tasks: Vec<_> = (0..64)
-            .map(|_| {
-                let queue = Arc::clone(&queue);
-                tokio::spawn(async move { queue.submit(event()).await })
-            })
-            .collect();
-        for task in tasks {
+        for task in submit_together(&queue, 64) {
             task.await.unwrap().unwrap();
         }
         let sizes: Vec<usize> = sink.calls().iter().map(|(_, n)| *n).collect();
@@ -948,12 +937,7 @@ mod tests {
             ..settings()
         };
         let queue = Arc::new(GroupCommit::start(sink, settings, Arc::default()));
-        let held: Vec<_> = (0..2)
-            .map(|_| {
-                let queue = Arc::clone(&queue);
-                tokio::spawn(async move { queue.submit(event()).await })
-            })
-            .collect();
+        let held = submit_together(&queue, 2);
         tokio::task::yield_now().await;
         let start = Instant::now();
         let refused = queue.submit(event()).await;
@@ -978,12 +962,7 @@ mod tests {
         };
         let released = Arc::downgrade(&sink.calls);
         let queue = Arc::new(GroupCommit::start(sink, settings(), Arc::default()));
-        let tasks: Vec<_> = (0..5)
-            .map(|_| {
-                let queue = Arc::clone(&queue);
-                tokio::spawn(async move { queue.submit(event()).await })
-            })
-            .collect();
+        let tasks = submit_together(&queue, 5);
         tokio::time::sleep(Duration::from_millis(1)).await;
         queue.close().await.unwrap();
         for task in tasks {
@@ -1002,12 +981,7 @@ mod tests {
         };
         let shared = Arc::new(Shared::default());
         let queue = Arc::new(GroupCommit::start(sink, settings(), Arc::clone(&shared)));
-        let tasks: Vec<_> = (0..10)
-            .map(|_| {
-                let queue = Arc::clone(&queue);
-                tokio::spawn(async move { queue.submit(event()).await })
-            })
-            .collect();
+        let tasks = submit_together(&queue, 10);
         tokio::task::yield_now().await;
         queue.flush().await.unwrap();
         assert_eq!(shared.committed_sequence(), 10);
@@ -1026,13 +1000,33 @@ mod tests {
     /// Submits `count` events, one per millisecond.
     fn submit_staggered(
         queue: &Arc<GroupCommit>,
-        count: u64,
+        count: u32,
+    ) -> Vec<tokio::task::JoinHandle<Result<(), AuditError>>> {
+        submit_spaced(queue, count, Duration::from_millis(1))
+    }
+
+    /// Submits `count` events at once: they are all queued before the writer
+    /// runs again.
+    fn submit_together(
+        queue: &Arc<GroupCommit>,
+        count: u32,
+    ) -> Vec<tokio::task::JoinHandle<Result<(), AuditError>>> {
+        submit_spaced(queue, count, Duration::ZERO)
+    }
+
+    /// Submits `count` events, `gap` apart.
+    fn submit_spaced(
+        queue: &Arc<GroupCommit>,
+        count: u32,
+        gap: Duration,
     ) -> Vec<tokio::task::JoinHandle<Result<(), AuditError>>> {
         (0..count)
             .map(|i| {
                 let queue = Arc::clone(queue);
                 tokio::spawn(async move {
-                    tokio::time::sleep(Duration::from_millis(i)).await;
+                    if !gap.is_zero() {
+                        tokio::time::sleep(gap * i).await;
+                    }
                     queue.submit(event()).await
                 })
             })
@@ -1075,19 +1069,6 @@ mod tests {
         assert_eq!(offsets(&sink.calls()[1..], start), [0, 10]);
         let sizes: Vec<usize> = sink.calls().iter().map(|(_, n)| *n).collect();
         assert_eq!(sizes, [1, 1, 2]);
-    }
-
-    /// Submits `count` events at once (they share one batch).
-    fn submit_together(
-        queue: &Arc<GroupCommit>,
-        count: usize,
-    ) -> Vec<tokio::task::JoinHandle<Result<(), AuditError>>> {
-        (0..count)
-            .map(|_| {
-                let queue = Arc::clone(queue);
-                tokio::spawn(async move { queue.submit(event()).await })
-            })
-            .collect()
     }
 
     #[tokio::test(start_paused = true)]
