@@ -14,6 +14,10 @@
 //! gap to the 1,000-row COPY is the commit size the loggers allow, and how
 //! much is the store's own work.
 //!
+//! The four are measured in turns, `AUDIT_BENCH_ROUNDS` rounds (default 4)
+//! of a slice of the cell's time each, so a machine whose speed drifts over
+//! minutes (shared disks, noisy neighbours) weighs on every line alike.
+//!
 //! Run with `cargo bench -p agent-patterns-audit-postgres --bench group_commit`.
 //! `AUDIT_BENCH_SECS` sets the measuring time per cell (default 2);
 //! `AUDIT_BENCH_LOGGERS` picks the logger counts (default `1,16,64`);
@@ -63,6 +67,22 @@ struct Cell {
 }
 
 impl Cell {
+    fn empty() -> Self {
+        Self {
+            events: 0,
+            elapsed: Duration::ZERO,
+            latencies: Vec::new(),
+        }
+    }
+
+    /// Adds the measurements of another round.
+    fn add(&mut self, round: Cell) {
+        self.events += round.events;
+        self.elapsed += round.elapsed;
+        self.latencies.extend(round.latencies);
+        self.latencies.sort_unstable();
+    }
+
     fn rate(&self) -> f64 {
         self.events as f64 / self.elapsed.as_secs_f64()
     }
@@ -290,6 +310,12 @@ async fn main() {
         config.linger = Duration::from_micros(us);
     }
     let in_flight = config.max_in_flight_batches.max(1);
+    let rounds: u32 = std::env::var("AUDIT_BENCH_ROUNDS")
+        .ok()
+        .and_then(|n| n.parse().ok())
+        .filter(|&n| n > 0)
+        .unwrap_or(4);
+    let slice = secs / rounds;
     let store = Arc::new(
         PostgresAuditLogger::connect_with(&url, config)
             .await
@@ -302,7 +328,7 @@ async fn main() {
         .unwrap();
     reset_anchor_tables(&pool).await;
 
-    println!("audit group commit, {secs:?} per cell, database {name}");
+    println!("audit group commit, {secs:?} per cell in {rounds} rounds, database {name}");
     let mut at_64 = Vec::new();
     // `AUDIT_BENCH_LOGGERS=64` (or `1,64`) measures only those columns.
     let columns: Vec<usize> = std::env::var("AUDIT_BENCH_LOGGERS")
@@ -315,34 +341,39 @@ async fn main() {
         })
         .unwrap_or_else(|| LOGGERS.to_vec());
     for loggers in columns {
-        let s = Arc::clone(&store);
-        let ours = measure(loggers, secs, 1, move |logger, i| {
-            let s = Arc::clone(&s);
-            async move { s.log(event(logger, i)).await.unwrap() }
-        })
-        .await;
+        let copy_streams = loggers.min(MAX_COPY_STREAMS);
+        let shaped_streams = in_flight.min(loggers);
+        let shaped_rows = loggers.div_ceil(shaped_streams);
+        let (mut ours, mut naive, mut copy, mut shaped) =
+            (Cell::empty(), Cell::empty(), Cell::empty(), Cell::empty());
+        for _ in 0..rounds {
+            let s = Arc::clone(&store);
+            ours.add(
+                measure(loggers, slice, 1, move |logger, i| {
+                    let s = Arc::clone(&s);
+                    async move { s.log(event(logger, i)).await.unwrap() }
+                })
+                .await,
+            );
+            let p = pool.clone();
+            naive.add(
+                measure(loggers, slice, 1, move |logger, i| {
+                    let p = p.clone();
+                    async move { naive_insert(&p, &event(logger, i)).await }
+                })
+                .await,
+            );
+            copy.add(copy_cell(&pool, loggers, slice, copy_streams, COPY_CHUNK).await);
+            shaped.add(copy_cell(&pool, loggers, slice, shaped_streams, shaped_rows).await);
+        }
         println!("{}", ours.line("store", loggers));
-
-        let p = pool.clone();
-        let naive = measure(loggers, secs, 1, move |logger, i| {
-            let p = p.clone();
-            async move { naive_insert(&p, &event(logger, i)).await }
-        })
-        .await;
         println!("{}", naive.line("naive", loggers));
-
-        let streams = loggers.min(MAX_COPY_STREAMS);
-        let copy = copy_cell(&pool, loggers, secs, streams, COPY_CHUNK).await;
         println!(
-            "{}   (latency per {COPY_CHUNK}-row COPY, {streams} streams)",
+            "{}   (latency per {COPY_CHUNK}-row COPY, {copy_streams} streams)",
             copy.line("raw COPY", loggers)
         );
-
-        let streams = in_flight.min(loggers);
-        let rows = loggers.div_ceil(streams);
-        let shaped = copy_cell(&pool, loggers, secs, streams, rows).await;
         println!(
-            "{}   (latency per {rows}-row COPY, {streams} streams: the store's shape)",
+            "{}   (latency per {shaped_rows}-row COPY, {shaped_streams} streams: the store's shape)",
             shaped.line("COPY/shape", loggers)
         );
         if loggers == 64 {
