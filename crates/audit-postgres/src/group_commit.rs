@@ -276,7 +276,7 @@ struct Writer<S> {
     /// Batches sent and not yet landed, oldest first.
     flights: VecDeque<Flight>,
     /// Events taken off the queue for the next batch while it waits to be
-    /// about as large as the batch sent before it.
+    /// as large as the newest batch in flight (see `next_command`).
     staged: Vec<Pending>,
 }
 
