@@ -134,10 +134,11 @@ fn report(label: &str, ours: &Score, baseline: &Score) {
     );
 }
 
-/// The late hold-out rounds (`*_holdout5.jsonl` to `*_holdout12.jsonl` and
-/// `*_holdout15.jsonl` to `*_holdout42.jsonl`; the eleventh is benign only,
-/// and the thirteenth and fourteenth, written against keyword filters, have
-/// tests of their own):
+/// The late hold-out rounds (`*_holdout5.jsonl` to `*_holdout12.jsonl`,
+/// `*_holdout15.jsonl` to `*_holdout42.jsonl` and `*_holdout44.jsonl`; the
+/// eleventh is benign only, and the thirteenth and fourteenth, written against
+/// keyword filters, and the forty-third, on injections in processed content,
+/// have tests of their own):
 /// tricky benign prompts and fresh attacks, each round written before any rule
 /// was tuned on it. Pins the goals (recall at least 0.6,
 /// false-positive rate at most 3 %) on every round, and that the detector
@@ -183,6 +184,7 @@ fn detector_meets_the_goals_on_each_late_holdout_round() {
         "holdout40_",
         "holdout41_",
         "holdout42_",
+        "holdout44_",
     ] {
         let (ours, baseline) = measure_round(&all, round);
         assert!(
@@ -231,8 +233,8 @@ fn detector_keeps_false_alarms_rare_next_to_jailbreak_vocabulary() {
 /// model was then retrained with it; so were both for the twenty-eighth; rules
 /// were tuned on the twenty-ninth, the thirtieth (its false alarms only) and
 /// the thirty-first to thirty-fourth, the thirty-sixth, the thirty-eighth,
-/// the thirty-ninth, the forty-first and the forty-second after each had
-/// been measured unseen. The thirty-fifth,
+/// the thirty-ninth, the forty-first, the forty-second and the forty-fourth
+/// after each had been measured unseen. The thirty-fifth,
 /// thirty-seventh and fortieth, like the twenty-fourth, are measurements
 /// only.)
 const UNTUNED: [&str; 4] = ["holdout24_", "holdout35_", "holdout37_", "holdout40_"];
