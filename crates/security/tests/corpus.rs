@@ -66,9 +66,9 @@ impl Score {
 #[test]
 fn detector_beats_the_eight_substring_baseline_on_the_dev_corpus() {
     // The thirteenth, fourteenth and forty-third rounds measure known
-    // weaknesses and have tests of their own; the twenty-fourth, thirty-fifth, thirty-seventh and
-    // fortieth are unseen measurements, never tuned or trained on, pinned with
-    // the late rounds.
+    // weaknesses and have tests of their own; the twenty-fourth, thirty-fifth,
+    // thirty-seventh, fortieth and forty-fifth are unseen measurements, never
+    // tuned or trained on, pinned with the late rounds.
     let rows: Vec<Row> = load()
         .into_iter()
         .filter(|r| {
@@ -135,7 +135,8 @@ fn report(label: &str, ours: &Score, baseline: &Score) {
 }
 
 /// The late hold-out rounds (`*_holdout5.jsonl` to `*_holdout12.jsonl`,
-/// `*_holdout15.jsonl` to `*_holdout42.jsonl` and `*_holdout44.jsonl`; the
+/// `*_holdout15.jsonl` to `*_holdout42.jsonl`, `*_holdout44.jsonl` and
+/// `*_holdout45.jsonl`; the
 /// eleventh is benign only, and the thirteenth and fourteenth, written against
 /// keyword filters, and the forty-third, on injections in processed content,
 /// have tests of their own):
@@ -185,6 +186,7 @@ fn detector_meets_the_goals_on_each_late_holdout_round() {
         "holdout41_",
         "holdout42_",
         "holdout44_",
+        "holdout45_",
     ] {
         let (ours, baseline) = measure_round(&all, round);
         assert!(
@@ -234,10 +236,15 @@ fn detector_keeps_false_alarms_rare_next_to_jailbreak_vocabulary() {
 /// were tuned on the twenty-ninth, the thirtieth (its false alarms only) and
 /// the thirty-first to thirty-fourth, the thirty-sixth, the thirty-eighth,
 /// the thirty-ninth, the forty-first, the forty-second and the forty-fourth
-/// after each had been measured unseen. The thirty-fifth,
-/// thirty-seventh and fortieth, like the twenty-fourth, are measurements
-/// only.)
-const UNTUNED: [&str; 4] = ["holdout24_", "holdout35_", "holdout37_", "holdout40_"];
+/// after each had been measured unseen. The thirty-fifth, thirty-seventh,
+/// fortieth and forty-fifth, like the twenty-fourth, are measurements only.)
+const UNTUNED: [&str; 5] = [
+    "holdout24_",
+    "holdout35_",
+    "holdout37_",
+    "holdout40_",
+    "holdout45_",
+];
 
 /// What a round measured on its own must keep: its size (attacks, benign),
 /// the least recall, the most false positives, and how far above the
