@@ -804,6 +804,11 @@ mod tests {
             .collect()
     }
 
+    /// The number of events of each call.
+    fn batch_sizes(calls: &[(Instant, usize)]) -> Vec<usize> {
+        calls.iter().map(|(_, n)| *n).collect()
+    }
+
     #[tokio::test(start_paused = true)]
     async fn transient_failures_are_retried_with_doubling_backoff() {
         let sink = Scripted::with([transient(), transient(), transient()]);
@@ -873,7 +878,7 @@ mod tests {
                 Err(AuditError::Storage("bad row".into()))
             );
         }
-        let sizes: Vec<usize> = sink.calls().iter().map(|(_, n)| *n).collect();
+        let sizes = batch_sizes(&sink.calls());
         // Sent pipelined, then once more the careful way, which fails alike.
         assert_eq!(sizes, [1, 3, 3]);
         assert_eq!(sink.paths(), ["write", "send", "write"]);
@@ -886,10 +891,8 @@ mod tests {
             ..Scripted::default()
         };
         let queue = Arc::new(GroupCommit::start(sink.clone(), settings(), Arc::default()));
-        for task in submit_together(&queue, 64) {
-            task.await.unwrap().unwrap();
-        }
-        let sizes: Vec<usize> = sink.calls().iter().map(|(_, n)| *n).collect();
+        all_logged(submit_together(&queue, 64)).await;
+        let sizes = batch_sizes(&sink.calls());
         assert_eq!(sizes.iter().sum::<usize>(), 64);
         assert!(
             sizes.len() <= 3,
@@ -915,10 +918,8 @@ mod tests {
                 })
             })
             .collect();
-        for task in tasks {
-            task.await.unwrap().unwrap();
-        }
-        let sizes: Vec<usize> = sink.calls().iter().map(|(_, n)| *n).collect();
+        all_logged(tasks).await;
+        let sizes = batch_sizes(&sink.calls());
         assert_eq!(sizes, [3, 2]);
     }
 
@@ -965,9 +966,7 @@ mod tests {
         let tasks = submit_together(&queue, 5);
         tokio::time::sleep(Duration::from_millis(1)).await;
         queue.close().await.unwrap();
-        for task in tasks {
-            task.await.unwrap().unwrap();
-        }
+        all_logged(tasks).await;
         assert_eq!(queue.submit(event()).await, Err(AuditError::Closed));
         assert!(released.upgrade().is_none(), "the writer dropped its sink");
         queue.close().await.unwrap();
@@ -985,9 +984,7 @@ mod tests {
         tokio::task::yield_now().await;
         queue.flush().await.unwrap();
         assert_eq!(shared.committed_sequence(), 10);
-        for task in tasks {
-            task.await.unwrap().unwrap();
-        }
+        all_logged(tasks).await;
     }
 
     /// Starts a queue on `sink` (shared with the caller).
@@ -1012,6 +1009,22 @@ mod tests {
         count: u32,
     ) -> Vec<tokio::task::JoinHandle<Result<(), AuditError>>> {
         submit_spaced(queue, count, Duration::ZERO)
+    }
+
+    /// Awaits every task of `tasks`; each must have logged its event.
+    async fn all_logged(tasks: Vec<tokio::task::JoinHandle<Result<(), AuditError>>>) {
+        for task in tasks {
+            task.await.unwrap().unwrap();
+        }
+    }
+
+    /// Submits eight events at once and, from 1 ms on while they are in
+    /// flight, `late` more one per millisecond; waits until all are logged.
+    async fn eight_then_late(queue: &Arc<GroupCommit>, late: u32) {
+        let mut tasks = submit_together(queue, 8);
+        tokio::time::sleep(Duration::from_millis(1)).await;
+        tasks.extend(submit_staggered(queue, late));
+        all_logged(tasks).await;
     }
 
     /// Submits `count` events, `gap` apart.
@@ -1040,9 +1053,7 @@ mod tests {
         // The first write learns the head (careful); then one event per ms.
         queue.submit(event()).await.unwrap();
         let start = Instant::now();
-        for task in submit_staggered(&queue, 3) {
-            task.await.unwrap().unwrap();
-        }
+        all_logged(submit_staggered(&queue, 3)).await;
         let calls = sink.calls();
         // At 0 and 1 ms two batches go out at once; the third waits for the
         // oldest to land at 10 ms.
@@ -1062,12 +1073,10 @@ mod tests {
         let queue = Arc::new(GroupCommit::start(sink.clone(), settings, Arc::default()));
         queue.submit(event()).await.unwrap();
         let start = Instant::now();
-        for task in submit_staggered(&queue, 3) {
-            task.await.unwrap().unwrap();
-        }
+        all_logged(submit_staggered(&queue, 3)).await;
         // The second and third event share the batch after the first.
         assert_eq!(offsets(&sink.calls()[1..], start), [0, 10]);
-        let sizes: Vec<usize> = sink.calls().iter().map(|(_, n)| *n).collect();
+        let sizes = batch_sizes(&sink.calls());
         assert_eq!(sizes, [1, 1, 2]);
     }
 
@@ -1080,29 +1089,19 @@ mod tests {
         // Eight at once make one batch; eight more come one per ms from 1 ms
         // while it is in flight. They go out together at 8 ms, when there are
         // as many as in the batch beside them, not one by one.
-        let mut tasks = submit_together(&queue, 8);
-        tokio::time::sleep(Duration::from_millis(1)).await;
-        tasks.extend(submit_staggered(&queue, 8));
-        for task in tasks.drain(..) {
-            task.await.unwrap().unwrap();
-        }
+        eight_then_late(&queue, 8).await;
         let calls = sink.calls();
         assert_eq!(offsets(&calls[1..], start), [0, 8]);
-        let sizes: Vec<usize> = calls.iter().map(|(_, n)| *n).collect();
+        let sizes = batch_sizes(&calls);
         assert_eq!(sizes, [1, 8, 8]);
 
         // Fewer than that wait no longer than the batch in flight: two late
         // events go out when it lands.
         let start = Instant::now();
-        let mut tasks = submit_together(&queue, 8);
-        tokio::time::sleep(Duration::from_millis(1)).await;
-        tasks.extend(submit_staggered(&queue, 2));
-        for task in tasks {
-            task.await.unwrap().unwrap();
-        }
+        eight_then_late(&queue, 2).await;
         let calls = sink.calls();
         assert_eq!(offsets(&calls[3..], start), [0, 10]);
-        let sizes: Vec<usize> = calls[3..].iter().map(|(_, n)| *n).collect();
+        let sizes = batch_sizes(&calls[3..]);
         assert_eq!(sizes, [8, 2]);
         assert_eq!(shared.committed_sequence(), 27);
     }
@@ -1116,9 +1115,7 @@ mod tests {
         queue.submit(event()).await.unwrap();
         let start = Instant::now();
         let tasks = submit_staggered(&queue, 2);
-        for task in tasks {
-            task.await.unwrap().unwrap();
-        }
+        all_logged(tasks).await;
         // The second batch was chained on the first, which did not commit,
         // so it did not either; both are written again, oldest first.
         assert_eq!(sink.paths(), ["write", "send", "send", "write", "write"]);
@@ -1140,9 +1137,7 @@ mod tests {
         // Both batches (sent at 0 and 1 ms) landed before the flush returned.
         assert_eq!(start.elapsed(), Duration::from_millis(9));
         assert_eq!(shared.committed_sequence(), 3);
-        for task in tasks {
-            task.await.unwrap().unwrap();
-        }
+        all_logged(tasks).await;
     }
 
     #[tokio::test(start_paused = true)]
@@ -1153,9 +1148,7 @@ mod tests {
         // The next batch looks for its predecessor too early, once.
         *sink.races.lock().unwrap() = 1;
         let start = Instant::now();
-        for task in submit_staggered(&queue, 2) {
-            task.await.unwrap().unwrap();
-        }
+        all_logged(submit_staggered(&queue, 2)).await;
         // The second batch was chained on the first and failed with it; both
         // go out again as they are, without the careful path.
         assert_eq!(sink.paths(), ["write", "send", "send", "send", "send"]);
@@ -1189,9 +1182,7 @@ mod tests {
         *sink.races.lock().unwrap() = 1;
         *sink.refuse_call.lock().unwrap() = Some(2);
         let tasks = submit_staggered(&queue, 2);
-        for task in tasks {
-            task.await.unwrap().unwrap();
-        }
+        all_logged(tasks).await;
         assert_eq!(sink.paths(), ["write", "send", "send", "write", "write"]);
         assert_eq!(sink.head.lock().unwrap().sequence, 3);
     }

@@ -436,11 +436,12 @@ impl PhraseIndex {
         out: &mut Vec<(u32, Hit)>,
     ) {
         let key = head as u32;
+        let bit = prefix_bit(key);
         let keyed = if word.len() >= KEYED_PREFIX
             && self
                 .root_filter
-                .get(prefix_bit(key) / 64)
-                .is_some_and(|w| w & (1 << (prefix_bit(key) % 64)) != 0)
+                .get(bit / 64)
+                .is_some_and(|w| w & (1 << (bit % 64)) != 0)
         {
             let from = self.root_prefixes.partition_point(|p| p.key() < key);
             &self.root_prefixes[from..]
@@ -450,12 +451,22 @@ impl PhraseIndex {
         let keyed = keyed.iter().take_while(|p| p.key() == key);
         for prefix in keyed.chain(&self.short_root_prefixes) {
             if prefix.matches(word, head) {
-                let hit = Hit::words(spans, i, i);
-                let range = prefix.concepts.start as usize..prefix.concepts.end as usize;
-                for &c in &self.concept_pool[range] {
-                    out.push((c, hit));
-                }
+                self.emit(&prefix.concepts, (spans, i, i), out);
             }
+        }
+    }
+
+    /// Push `(concept, hit)` for each concept of `concepts` (a range of the
+    /// pool), the hit being words `first..=last` of `spans`.
+    fn emit(
+        &self,
+        concepts: &Range<u32>,
+        (spans, first, last): (&[(u32, u32)], usize, usize),
+        out: &mut Vec<(u32, Hit)>,
+    ) {
+        let hit = Hit::words(spans, first, last);
+        for &c in &self.concept_pool[concepts.start as usize..concepts.end as usize] {
+            out.push((c, hit));
         }
     }
 
@@ -561,13 +572,6 @@ impl PhraseIndex {
             heads.push(head);
             ids.push(id.unwrap_or(NONE));
         }
-        let pool = &self.concept_pool;
-        let emit = |range: &Range<u32>, first: usize, last: usize, out: &mut Vec<(u32, Hit)>| {
-            let hit = Hit::words(spans, first, last);
-            for &c in &pool[range.start as usize..range.end as usize] {
-                out.push((c, hit));
-            }
-        };
         for (i, &(s, e)) in spans.iter().enumerate() {
             let word = &bytes[s as usize..e as usize];
             self.root_prefix_hits((word, heads[i]), spans, i, out);
@@ -579,7 +583,7 @@ impl PhraseIndex {
             let mut j = i;
             while node != NONE {
                 let n = &self.nodes[node as usize];
-                emit(&n.concepts, i, j, out);
+                self.emit(&n.concepts, (spans, i, j), out);
                 let Some(&(ns, ne)) = spans.get(j + 1) else {
                     break;
                 };
@@ -588,7 +592,7 @@ impl PhraseIndex {
                     let next = &bytes[ns..ne];
                     for prefix in &n.prefixes {
                         if prefix.matches(next, heads[j + 1]) {
-                            emit(&prefix.concepts, i, j + 1, out);
+                            self.emit(&prefix.concepts, (spans, i, j + 1), out);
                         }
                     }
                 }
