@@ -18,6 +18,7 @@ use aho_corasick::dfa::DFA;
 use aho_corasick::{Anchored, MatchKind, StartKind};
 use regex_automata::{Input, Match};
 
+use super::lexical::{LexicalIndex, LexicalModel};
 use super::normalize::{Normalized, Signals, Substitution, normalize, normalize_into};
 use super::phrases::{NO_WORD, PhraseIndex};
 use super::rules::{Pattern, RuleSet, compile_pattern};
@@ -29,7 +30,7 @@ const MARKER_FAMILIES: [&str; 2] = [super::QUOTE_ACT_FAMILY, super::QUOTE_ABOUT_
 /// Most hits per raw pattern per scan; bounds work on adversarial input.
 const MAX_PATTERN_HITS: usize = 64;
 
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub(crate) struct CompiledRule {
     pub(crate) name: Arc<str>,
     pub(crate) family: Arc<str>,
@@ -46,7 +47,7 @@ pub(crate) struct CompiledRule {
 }
 
 /// A pattern of the rule set, ready to run.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 struct CompiledPattern {
     /// The concept its matches are hits of.
     concept: u32,
@@ -109,9 +110,12 @@ fn anchored_matches<'h>(
     })
 }
 
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub(crate) struct Compiled {
     phrases: PhraseIndex,
+    /// A lexical model folded into the phrase dictionary, if one was added
+    /// ([`Compiled::with_lexical_model`]).
+    lexical: Option<LexicalIndex>,
     /// Gate substrings of all patterns (ASCII case-insensitive).
     gates: Option<Gates>,
     /// For each gate: the patterns (indexes into `regexes`) it opens.
@@ -149,6 +153,9 @@ pub(crate) struct Scan {
     /// Per word of `normalized`: its id in the phrase dictionary, or
     /// [`NO_WORD`] if it is a word of no rule phrase.
     pub(crate) word_ids: Vec<u32>,
+    /// Per word of `normalized`: its id in the dictionary with the lexical
+    /// model's words, [`NO_WORD`] outside it.
+    vocabulary: Vec<u32>,
 }
 
 impl Drop for Scan {
@@ -156,6 +163,7 @@ impl Drop for Scan {
     fn drop(&mut self) {
         let normalized = std::mem::take(&mut self.normalized);
         let word_ids = std::mem::take(&mut self.word_ids);
+        let vocabulary = std::mem::take(&mut self.vocabulary);
         Spare::give_back(|spare| {
             spare.normalized = Normalized {
                 text: String::from_utf8(Spare::kept(normalized.text.into_bytes()))
@@ -165,6 +173,7 @@ impl Drop for Scan {
                 words: Spare::kept(normalized.words),
             };
             spare.word_ids = Spare::kept(word_ids);
+            spare.vocabulary = Spare::kept(vocabulary);
         });
     }
 }
@@ -382,6 +391,7 @@ impl Compiled {
             anchors(&rules, &check_alts, &check_ends, concept_ids.len());
         Ok(Self {
             phrases,
+            lexical: None,
             gates,
             gate_targets,
             regexes,
@@ -394,6 +404,25 @@ impl Compiled {
             anchor_ends,
             unanchored,
         })
+    }
+
+    /// These rules with `model` folded into their word dictionary, for
+    /// [`Compiled::lexical_logit`] (a model added before is replaced).
+    pub(crate) fn with_lexical_model(&self, model: &LexicalModel) -> Self {
+        let mut compiled = self.clone();
+        let phrases = &mut compiled.phrases;
+        compiled.lexical = Some(LexicalIndex::new(model, |word| {
+            phrases.add_vocabulary(word)
+        }));
+        compiled
+    }
+
+    /// The logit of the lexical model (see [`Compiled::with_lexical_model`])
+    /// for the words of `scan`, `None` without a model.
+    pub(crate) fn lexical_logit(&self, scan: &Scan) -> Option<f32> {
+        self.lexical
+            .as_ref()
+            .map(|model| model.logit(&scan.vocabulary))
     }
 
     /// Whether `word` (lowercase, normalised) is a word of some rule phrase.
@@ -425,7 +454,10 @@ impl Compiled {
         // front spares a reallocation that copies every hit.
         let mut flat = std::mem::take(&mut spare.flat);
         flat.reserve(2 * normalized.words.len() + 16);
+        let mut vocabulary = std::mem::take(&mut spare.vocabulary);
         let word_ids = if self.phrases.is_empty() {
+            vocabulary.clear();
+            vocabulary.resize(normalized.words.len(), NO_WORD);
             vec![NO_WORD; normalized.words.len()]
         } else {
             self.phrases.scan(
@@ -434,6 +466,7 @@ impl Compiled {
                 &mut flat,
                 &mut spare.heads,
                 std::mem::take(&mut spare.word_ids),
+                &mut vocabulary,
             )
         };
         self.pattern_matches(input, &mut spare.patterns, |p, start, end| {
@@ -471,13 +504,14 @@ impl Compiled {
             normalized,
             matches,
             word_ids,
+            vocabulary,
         }
     }
 }
 
 /// The gate substrings of all patterns as one Aho-Corasick DFA (ASCII
 /// case-insensitive, every occurrence reported, overlapping ones too).
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 struct Gates {
     dfa: DFA,
 }
@@ -1191,6 +1225,8 @@ struct Spare {
     normalized: Normalized,
     /// A finished scan's [`Scan::word_ids`].
     word_ids: Vec<u32>,
+    /// A finished scan's [`Scan::vocabulary`].
+    vocabulary: Vec<u32>,
     /// The buffers of [`Compiled::pattern_matches`].
     patterns: PatternBuffers,
 }
@@ -1396,6 +1432,7 @@ impl Compiled {
     pub(crate) fn empty() -> Self {
         Self {
             phrases: PhraseIndex::default(),
+            lexical: None,
             gates: None,
             gate_targets: Vec::new(),
             regexes: Vec::new(),

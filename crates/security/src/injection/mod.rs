@@ -368,6 +368,7 @@ impl PromptInjectionDetector {
     /// `lexical_offset` and `lexical_length_penalty`), e.g. [`LexicalModel::builtin`] or one trained
     /// on your own prompts.
     pub fn with_lexical_model(mut self, model: Arc<LexicalModel>) -> Self {
+        self.compiled = Arc::new(self.compiled.with_lexical_model(&model));
         self.lexical = Some(model);
         self
     }
@@ -554,7 +555,7 @@ impl PromptInjectionDetector {
         })
     }
 
-    /// What the lexical model adds for a window with word view `normalized`
+    /// What the lexical model adds for a window scanned as `scan`
     /// (0 without a model): `lexical_weight × (logit − lexical_offset −
     /// length penalty)`, at most `family_cap`, when positive.
     ///
@@ -562,15 +563,14 @@ impl PromptInjectionDetector {
     /// that quote attacks to ask about them (the thirteenth and fourteenth
     /// rounds) and weighs such frames itself; discounting it in quoting
     /// windows lost attacks on unseen rounds and cleared no false alarm.
-    fn lexical_weight(&self, normalized: &Normalized) -> f32 {
-        let Some(model) = &self.lexical else {
-            return 0.0;
-        };
-        if self.config.lexical_weight <= 0.0 {
+    fn lexical_weight(&self, scan: &engine::Scan) -> f32 {
+        if self.lexical.is_none() || self.config.lexical_weight <= 0.0 {
             return 0.0;
         }
-        let logit = model.logit(&normalized.text, &normalized.words);
-        let words = normalized.words.len();
+        let Some(logit) = self.compiled.lexical_logit(scan) else {
+            return 0.0;
+        };
+        let words = scan.normalized.words.len();
         let length_penalty = if words > LEXICAL_REFERENCE_WORDS {
             self.config.lexical_length_penalty
                 * (words as f32 / LEXICAL_REFERENCE_WORDS as f32).ln()
@@ -649,7 +649,7 @@ impl PromptInjectionDetector {
                 encoding: None,
             });
         }
-        let lexical = self.lexical_weight(&scan.normalized);
+        let lexical = self.lexical_weight(&scan);
         if lexical > 0.0 {
             score += lexical;
             matches.push(RuleMatch {

@@ -22,7 +22,7 @@ const NONE: u32 = u32::MAX;
 /// The id [`PhraseIndex::scan`] gives a word that is in no phrase.
 pub(crate) const NO_WORD: u32 = NONE;
 
-#[derive(Debug, Default)]
+#[derive(Debug, Default, Clone)]
 struct Node {
     /// Concepts of the phrases that end at this node.
     concepts: Range<u32>,
@@ -47,7 +47,7 @@ fn short_key(word: &[u8]) -> Option<u64> {
 }
 
 /// A prefix entry with its first (up to) eight bytes packed for a quick test.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 struct Prefix {
     head: u64,
     mask: u64,
@@ -208,7 +208,7 @@ fn wide_key(node: u32, id: u32) -> u64 {
 }
 
 /// The compiled phrase dictionary.
-#[derive(Debug, Default)]
+#[derive(Debug, Default, Clone)]
 pub(crate) struct PhraseIndex {
     /// Dictionary words of up to eight bytes (packed) → word id.
     short: FxHashMap<u64, u32>,
@@ -249,6 +249,9 @@ pub(crate) struct PhraseIndex {
     /// (`prvs` for `previous`) → the word: the first added where several
     /// share one.
     skeletons: FxHashMap<Box<[u8]>, Box<[u8]>>,
+    /// How many ids phrase words have: ids from here on are words of a
+    /// lexical model only ([`PhraseIndex::add_vocabulary`]), in no phrase.
+    phrase_words: u32,
     /// Building only: concepts per node and per prefix before pooling.
     pending: Vec<Vec<u32>>,
     pending_prefixes: Vec<(u32, Box<[u8]>, Vec<u32>)>,
@@ -424,6 +427,14 @@ impl PhraseIndex {
             }
         }
         self.root_prefixes.sort_by_key(Prefix::key);
+        self.phrase_words = u32::try_from(self.roots.len()).unwrap_or(NONE);
+    }
+
+    /// The id of `word` (a normalised word), added as a word of no phrase
+    /// if it is not in the dictionary: how a lexical model's words share the
+    /// one lookup a scan makes per word ([`PhraseIndex::scan`]'s `vocabulary`).
+    pub(crate) fn add_vocabulary(&mut self, word: &[u8]) -> u32 {
+        self.word_id(word)
     }
 
     /// Push `(concept, hit)` for the single-word prefix entries that word
@@ -505,10 +516,11 @@ impl PhraseIndex {
             .get(bit / 64)
             .is_some_and(|w| w & (1 << (bit % 64)) != 0)
             && if word.len() <= 8 {
-                self.short.contains_key(&head)
+                self.short.get(&head)
             } else {
-                self.words.contains_key(word)
+                self.words.get(word)
             }
+            .is_some_and(|&id| id < self.phrase_words)
     }
 
     /// Whether dictionary word `id` read through `substitution` is a
@@ -536,7 +548,9 @@ impl PhraseIndex {
     /// Push `(concept, hit)` for every phrase occurrence in `text`, a word view
     /// whose words are at `words` (byte ranges, in order). Returns, per word,
     /// its dictionary id, [`NO_WORD`] for a word in no phrase (as spelled or
-    /// shuffled).
+    /// shuffled); `vocabulary` gets, per word, its id as spelled whether or
+    /// not it is in a phrase ([`PhraseIndex::add_vocabulary`]), [`NO_WORD`]
+    /// for a word outside the dictionary.
     pub(crate) fn scan(
         &self,
         text: &str,
@@ -544,6 +558,7 @@ impl PhraseIndex {
         out: &mut Vec<(u32, Hit)>,
         heads: &mut Vec<u64>,
         mut ids: Vec<u32>,
+        vocabulary: &mut Vec<u32>,
     ) -> Vec<u32> {
         let bytes = text.as_bytes();
         let spans = words;
@@ -553,6 +568,8 @@ impl PhraseIndex {
         heads.reserve(spans.len());
         ids.clear();
         ids.reserve(spans.len());
+        vocabulary.clear();
+        vocabulary.reserve(spans.len());
         for &(s, e) in spans {
             let (s, e) = (s as usize, e as usize);
             let head = head_at(bytes, s, e);
@@ -568,7 +585,13 @@ impl PhraseIndex {
             } else {
                 self.words.get(&bytes[s..e]).copied()
             };
-            let id = id.or_else(|| self.unscrambled(&bytes[s..e]));
+            let id = id.unwrap_or(NONE);
+            vocabulary.push(id);
+            let id = if id < self.phrase_words {
+                Some(id)
+            } else {
+                self.unscrambled(&bytes[s..e])
+            };
             heads.push(head);
             ids.push(id.unwrap_or(NONE));
         }
@@ -620,7 +643,14 @@ mod tests {
     fn hits(index: &PhraseIndex, text: &str) -> Vec<(u32, String)> {
         let mut out = Vec::new();
         let words = crate::injection::normalize::word_spans(text);
-        let _ = index.scan(text, &words, &mut out, &mut Vec::new(), Vec::new());
+        let _ = index.scan(
+            text,
+            &words,
+            &mut out,
+            &mut Vec::new(),
+            Vec::new(),
+            &mut Vec::new(),
+        );
         out.into_iter()
             .map(|(c, h)| (c, text[h.start..h.end].to_owned()))
             .collect()
@@ -759,7 +789,7 @@ mod tests {
             index.finish();
             let words = crate::injection::normalize::word_spans(&text);
             let mut found = Vec::new();
-            let _ = index.scan(&text, &words, &mut found, &mut Vec::new(), Vec::new());
+            let _ = index.scan(&text, &words, &mut found, &mut Vec::new(), Vec::new(), &mut Vec::new());
             let mut found: Vec<(u32, usize, usize)> = found
                 .into_iter()
                 .map(|(c, h)| {
@@ -772,6 +802,31 @@ mod tests {
             found.dedup();
             proptest::prop_assert_eq!(found, naive(&entries, &text));
         }
+    }
+
+    #[test]
+    fn vocabulary_words_get_ids_but_stay_out_of_phrases() {
+        let mut index = index(&[("ignore rules", false, 0)]);
+        let extra = index.add_vocabulary(b"pineapple");
+        assert_eq!(index.add_vocabulary(b"rules"), index.lookup(b"rules"));
+        assert!(index.knows(b"rules"));
+        assert!(
+            !index.knows(b"pineapple"),
+            "a vocabulary word is no rule word"
+        );
+        let text = "pineapple rules unknown";
+        let words = crate::injection::normalize::word_spans(text);
+        let mut vocabulary = Vec::new();
+        let ids = index.scan(
+            text,
+            &words,
+            &mut Vec::new(),
+            &mut Vec::new(),
+            Vec::new(),
+            &mut vocabulary,
+        );
+        assert_eq!(ids, vec![NO_WORD, index.lookup(b"rules"), NO_WORD]);
+        assert_eq!(vocabulary, vec![extra, index.lookup(b"rules"), NO_WORD]);
     }
 
     #[test]
