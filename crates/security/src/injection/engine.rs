@@ -19,7 +19,9 @@ use aho_corasick::{Anchored, MatchKind, StartKind};
 use regex_automata::{Input, Match};
 
 use super::lexical::{LexicalIndex, LexicalModel};
-use super::normalize::{Normalized, Signals, Substitution, normalize, normalize_into};
+use super::normalize::{
+    COMMON_ENGLISH, Normalized, Signals, Substitution, few_common_words, normalize, normalize_into,
+};
 use super::phrases::{NO_WORD, PhraseIndex};
 use super::rules::{Pattern, RuleSet, compile_pattern};
 use crate::error::SecurityError;
@@ -116,6 +118,9 @@ pub(crate) struct Compiled {
     /// A lexical model folded into the phrase dictionary, if one was added
     /// ([`Compiled::with_lexical_model`]).
     lexical: Option<LexicalIndex>,
+    /// One bit per dictionary id: whether the word is one of
+    /// [`COMMON_ENGLISH`], which the dictionary holds whatever the rules.
+    common: Vec<u64>,
     /// Gate substrings of all patterns (ASCII case-insensitive).
     gates: Option<Gates>,
     /// For each gate: the patterns (indexes into `regexes`) it opens.
@@ -387,11 +392,20 @@ impl Compiled {
         }
         let mut phrases = phrases.index;
         phrases.finish();
+        let mut common = Vec::new();
+        for word in COMMON_ENGLISH {
+            let id = phrases.add_vocabulary(word.as_bytes()) as usize;
+            if common.len() <= id / 64 {
+                common.resize(id / 64 + 1, 0);
+            }
+            common[id / 64] |= 1u64 << (id % 64);
+        }
         let (anchor_rules, anchor_ends, unanchored) =
             anchors(&rules, &check_alts, &check_ends, concept_ids.len());
         Ok(Self {
             phrases,
             lexical: None,
+            common,
             gates,
             gate_targets,
             regexes,
@@ -423,6 +437,17 @@ impl Compiled {
         self.lexical
             .as_ref()
             .map(|model| model.logit(&scan.vocabulary))
+    }
+
+    /// Whether the words of `scan` have few of the commonest English words
+    /// (see [`few_common_words`]).
+    pub(crate) fn few_common_words(&self, scan: &Scan) -> bool {
+        let common = scan.vocabulary.iter().map(|&id| {
+            self.common
+                .get(id as usize / 64)
+                .is_some_and(|bits| bits & (1 << (id % 64)) != 0)
+        });
+        few_common_words(scan.vocabulary.len(), common)
     }
 
     /// Whether `word` (lowercase, normalised) is a word of some rule phrase.
@@ -1433,6 +1458,7 @@ impl Compiled {
         Self {
             phrases: PhraseIndex::default(),
             lexical: None,
+            common: Vec::new(),
             gates: None,
             gate_targets: Vec::new(),
             regexes: Vec::new(),

@@ -723,7 +723,7 @@ impl PromptInjectionDetector {
             // reader its vowels were taken out has common words of its own:
             // the vowelless reading is tried there too.
             let told_vowels = normalize::tells_vowels_removed(&n.text);
-            let odd = normalize::few_common_words(&n.text, &n.words);
+            let odd = self.compiled.few_common_words(&scan);
             let substituted = |substitution| {
                 odd.then(|| {
                     normalize::substituted_reading(

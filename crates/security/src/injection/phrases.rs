@@ -31,6 +31,9 @@ struct Node {
     children: Vec<(u32, u32)>,
     /// Whether the children are in `PhraseIndex::wide`.
     wide: bool,
+    /// One bit per (hashed) child word id ([`child_bit`]): most words follow
+    /// no phrase's word, and skip the search with one test.
+    child_bits: u64,
     /// Phrases that end with a prefix word after this node.
     prefixes: Vec<Prefix>,
 }
@@ -201,6 +204,11 @@ fn ends_bit(word: &[u8]) -> Option<usize> {
 /// Most children of a trie node searched in its own sorted list; nodes with
 /// more (words like "the" start hundreds of phrases) use the shared map.
 const MAX_LISTED_CHILDREN: usize = 12;
+
+/// The bit of word `id` in a node's `child_bits`.
+fn child_bit(id: u32) -> u64 {
+    1 << (id.wrapping_mul(0x9E37_79B1) >> 26)
+}
 
 /// The key of a child of `node` by word `id` in `PhraseIndex::wide`.
 fn wide_key(node: u32, id: u32) -> u64 {
@@ -404,6 +412,10 @@ impl PhraseIndex {
             }
         }
         for (index, node) in self.nodes.iter_mut().enumerate() {
+            node.child_bits = node
+                .children
+                .iter()
+                .fold(0, |bits, &(id, _)| bits | child_bit(id));
             if node.children.len() > MAX_LISTED_CHILDREN {
                 let index = u32::try_from(index).unwrap_or(NONE);
                 for (id, child) in std::mem::take(&mut node.children) {
@@ -483,7 +495,7 @@ impl PhraseIndex {
 
     /// The child of trie node `n` (index `node`) by word `id`, or `NONE`.
     fn child(&self, n: &Node, node: u32, id: u32) -> u32 {
-        if id == NONE {
+        if id == NONE || n.child_bits & child_bit(id) == 0 {
             NONE
         } else if n.wide {
             self.wide.get(&wide_key(node, id)).copied().unwrap_or(NONE)
