@@ -110,12 +110,25 @@ pub(crate) fn head_at(bytes: &[u8], s: usize, e: usize) -> u64 {
 /// Shortest single-word prefix entry found through its first four bytes.
 const KEYED_PREFIX: usize = 4;
 
-/// Size of the filter of prefix entries' first four bytes in 64-bit words (4 Kibit).
-const PREFIX_FILTER_WORDS: usize = 64;
+/// Slots of `PhraseIndex::root_keys` per distinct first four bytes of the
+/// prefix entries (at least): a mostly empty table, where a probe ends at
+/// its first slot.
+const ROOT_KEY_SLOTS_PER_KEY: usize = 8;
 
-/// The prefix filter bit of a word whose first four bytes are `key`.
-fn prefix_bit(key: u32) -> usize {
-    (key.wrapping_mul(0x9E37_79B1) >> 20) as usize
+/// One slot of `PhraseIndex::root_keys`: the first four bytes of some prefix
+/// entries, and where those entries are in `PhraseIndex::root_prefixes`
+/// (an empty slot has `end` 0).
+#[derive(Debug, Clone, Copy, Default)]
+struct RootKey {
+    key: u32,
+    start: u32,
+    end: u32,
+}
+
+/// The first slot of `key` in a `PhraseIndex::root_keys` table of `slots`
+/// slots (a power of two).
+fn root_key_slot(key: u32, slots: usize) -> usize {
+    (key.wrapping_mul(0x9E37_79B1) >> 7) as usize & (slots - 1)
 }
 
 /// Size of the word filter in 64-bit words (64 Kibit, 8 KiB).
@@ -237,9 +250,9 @@ pub(crate) struct PhraseIndex {
     /// Single-word prefix entries of at least [`KEYED_PREFIX`] bytes, sorted
     /// by their first four bytes (stable: in the order they were added).
     root_prefixes: Vec<Prefix>,
-    /// One bit per (hashed) first four bytes of the entries of
-    /// `root_prefixes`, so most words skip the search with one test.
-    root_filter: Vec<u64>,
+    /// The entries of `root_prefixes` by their first four bytes: an open
+    /// addressing table, so most words need one test to find they have none.
+    root_keys: Vec<RootKey>,
     /// Shorter single-word prefix entries (none in the built-in rules),
     /// tried on every word.
     short_root_prefixes: Vec<Prefix>,
@@ -424,7 +437,6 @@ impl PhraseIndex {
                 node.wide = true;
             }
         }
-        self.root_filter = vec![0; PREFIX_FILTER_WORDS];
         for (node, prefix, concepts) in std::mem::take(&mut self.pending_prefixes) {
             let range = Self::pool(&mut self.concept_pool, &concepts);
             let prefix = Prefix::new(prefix, range);
@@ -433,12 +445,31 @@ impl PhraseIndex {
             } else if prefix.bytes.len() < KEYED_PREFIX {
                 self.short_root_prefixes.push(prefix);
             } else {
-                let bit = prefix_bit(prefix.key());
-                self.root_filter[bit / 64] |= 1 << (bit % 64);
                 self.root_prefixes.push(prefix);
             }
         }
         self.root_prefixes.sort_by_key(Prefix::key);
+        let mut keys: Vec<RootKey> = Vec::new();
+        for (at, prefix) in self.root_prefixes.iter().enumerate() {
+            let at = u32::try_from(at).unwrap_or(NONE);
+            match keys.last_mut() {
+                Some(last) if last.key == prefix.key() => last.end = at + 1,
+                _ => keys.push(RootKey {
+                    key: prefix.key(),
+                    start: at,
+                    end: at + 1,
+                }),
+            }
+        }
+        let slots = (keys.len() * ROOT_KEY_SLOTS_PER_KEY).next_power_of_two();
+        self.root_keys = vec![RootKey::default(); slots];
+        for key in keys {
+            let mut slot = root_key_slot(key.key, slots);
+            while self.root_keys[slot].end != 0 {
+                slot = (slot + 1) & (slots - 1);
+            }
+            self.root_keys[slot] = key;
+        }
         self.phrase_words = u32::try_from(self.roots.len()).unwrap_or(NONE);
     }
 
@@ -458,24 +489,37 @@ impl PhraseIndex {
         i: usize,
         out: &mut Vec<(u32, Hit)>,
     ) {
-        let key = head as u32;
-        let bit = prefix_bit(key);
-        let keyed = if word.len() >= KEYED_PREFIX
-            && self
-                .root_filter
-                .get(bit / 64)
-                .is_some_and(|w| w & (1 << (bit % 64)) != 0)
-        {
-            let from = self.root_prefixes.partition_point(|p| p.key() < key);
-            &self.root_prefixes[from..]
+        let keyed = if word.len() >= KEYED_PREFIX {
+            self.root_keyed(head as u32)
         } else {
             &[]
         };
-        let keyed = keyed.iter().take_while(|p| p.key() == key);
-        for prefix in keyed.chain(&self.short_root_prefixes) {
+        for prefix in keyed.iter().chain(&self.short_root_prefixes) {
             if prefix.matches(word, head) {
                 self.emit(&prefix.concepts, (spans, i, i), out);
             }
+        }
+    }
+
+    /// The single-word prefix entries whose first four bytes are `key`.
+    fn root_keyed(&self, key: u32) -> &[Prefix] {
+        let slots = self.root_keys.len();
+        if slots == 0 {
+            return &[];
+        }
+        let mut slot = root_key_slot(key, slots);
+        loop {
+            let found = self.root_keys[slot];
+            if found.end == 0 {
+                return &[];
+            }
+            if found.key == key {
+                return self
+                    .root_prefixes
+                    .get(found.start as usize..found.end as usize)
+                    .unwrap_or(&[]);
+            }
+            slot = (slot + 1) & (slots - 1);
         }
     }
 
