@@ -392,7 +392,7 @@ pub(crate) fn html_entity_blobs(input: &str, max_len: usize, max_blobs: usize) -
     let mut blobs = Vec::new();
     let mut at = 0;
     while blobs.len() < max_blobs {
-        let Some(found) = memchr::memmem::find(&bytes[at..], b"&#") else {
+        let Some(found) = ENTITY_CUE.find(&bytes[at..]) else {
             break;
         };
         let start = at + found;
@@ -686,11 +686,11 @@ pub(crate) fn base85_blobs(
     let mut from = 0;
     let mut close: Option<usize> = None;
     while blobs.len() < max_blobs
-        && let Some(open) = memchr::memmem::find(&bytes[from..], b"<~").map(|i| from + i)
+        && let Some(open) = ASCII85_OPEN.find(&bytes[from..]).map(|i| from + i)
     {
         let body = open + 2;
         if close.is_none_or(|c| c < body) {
-            close = memchr::memmem::find(&bytes[body..], b"~>").map(|i| body + i);
+            close = ASCII85_CLOSE.find(&bytes[body..]).map(|i| body + i);
         }
         let Some(end) = close else {
             break;
@@ -1094,6 +1094,14 @@ pub(crate) fn caesar_blob(input: &str, max_len: usize) -> Option<Blob> {
         text,
     })
 }
+
+/// A substring searcher, built once.
+type Needle = std::sync::LazyLock<memchr::memmem::Finder<'static>>;
+
+/// The start of a numeric character reference (`&#105;`, `&#x69;`).
+pub(crate) static ENTITY_CUE: Needle = Needle::new(|| memchr::memmem::Finder::new(b"&#"));
+static ASCII85_OPEN: Needle = Needle::new(|| memchr::memmem::Finder::new(b"<~"));
+static ASCII85_CLOSE: Needle = Needle::new(|| memchr::memmem::Finder::new(b"~>"));
 
 /// Whether a token can be one member of a separated group (`69`, `01101001`).
 type TokenTest = fn(&[u8]) -> bool;

@@ -850,7 +850,7 @@ impl PromptInjectionDetector {
                 )
             });
             more(&|room| decode::uu_blobs(window, self.config.max_blob_len, room));
-            if memchr::memmem::find(bytes, b"&#").is_some() {
+            if decode::ENTITY_CUE.find(bytes).is_some() {
                 more(&|room| decode::html_entity_blobs(window, self.config.max_blob_len, room));
             }
             // A Caesar shift is looked for only where the text speaks of one.

@@ -1250,8 +1250,9 @@ const VOWELS_REMOVED: [&str; 9] = [
 /// ("fill in the missing vowels", "written without vowels"); merely naming
 /// vowels ("which vowels does Finnish have") does not.
 pub(crate) fn tells_vowels_removed(text: &str) -> bool {
-    memchr::memmem::find(text.as_bytes(), b"vowel").is_some()
-        && VOWELS_REMOVED.iter().any(|p| text.contains(p))
+    static VOWEL: std::sync::LazyLock<memchr::memmem::Finder<'static>> =
+        std::sync::LazyLock::new(|| memchr::memmem::Finder::new(b"vowel"));
+    VOWEL.find(text.as_bytes()).is_some() && VOWELS_REMOVED.iter().any(|p| text.contains(p))
 }
 
 /// The commonest English function words (`the`, `and`, `to`, `of` … make
