@@ -7,7 +7,9 @@
 //! words that start some phrase, so its cost is one lookup per word plus a few
 //! steps per candidate — most words of ordinary prose are in no phrase at all.
 //! Single-word prefix entries (`instruct*`) are found through their first four
-//! bytes: a filter bit, then a binary search of the entries sorted by them.
+//! bytes, in an open-addressing table keyed by them. A lexical model's words
+//! join the dictionary as words of no phrase, so that the one lookup finds
+//! them too.
 
 use std::ops::Range;
 
