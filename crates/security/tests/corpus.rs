@@ -136,7 +136,7 @@ fn report(label: &str, ours: &Score, baseline: &Score) {
 
 /// The late hold-out rounds (`*_holdout5.jsonl` to `*_holdout12.jsonl`,
 /// `*_holdout15.jsonl` to `*_holdout42.jsonl` and `*_holdout44.jsonl` to
-/// `*_holdout46.jsonl`; the
+/// `*_holdout47.jsonl`; the
 /// eleventh is benign only, and the thirteenth and fourteenth, written against
 /// keyword filters, and the forty-third, on injections in processed content,
 /// have tests of their own):
@@ -188,6 +188,7 @@ fn detector_meets_the_goals_on_each_late_holdout_round() {
         "holdout44_",
         "holdout45_",
         "holdout46_",
+        "holdout47_",
     ] {
         let (ours, baseline) = measure_round(&all, round);
         assert!(
@@ -236,8 +237,8 @@ fn detector_keeps_false_alarms_rare_next_to_jailbreak_vocabulary() {
 /// model was then retrained with it; so were both for the twenty-eighth; rules
 /// were tuned on the twenty-ninth, the thirtieth (its false alarms only) and
 /// the thirty-first to thirty-fourth, the thirty-sixth, the thirty-eighth,
-/// the thirty-ninth, the forty-first, the forty-second, the forty-fourth and
-/// the forty-sixth after each had been measured unseen. The thirty-fifth, thirty-seventh,
+/// the thirty-ninth, the forty-first, the forty-second, the forty-fourth,
+/// the forty-sixth and the forty-seventh after each had been measured unseen. The thirty-fifth, thirty-seventh,
 /// fortieth and forty-fifth, like the twenty-fourth, are measurements only.)
 const UNTUNED: [&str; 5] = [
     "holdout24_",
