@@ -51,6 +51,84 @@ fn short_key(word: &[u8]) -> Option<u64> {
     Some(u64::from_le_bytes(buf))
 }
 
+/// Dictionary words of up to eight bytes (packed, see [`short_key`]) → word
+/// id: an open-addressing table at most half full, so that a lookup, which a
+/// scan makes for nearly every word, is a multiply, one load and a compare.
+/// Packed words are never 0 (words hold no NUL), which marks an empty slot.
+#[derive(Debug, Clone, Default)]
+struct ShortTable {
+    keys: Vec<u64>,
+    ids: Vec<u32>,
+    len: usize,
+    /// 64 − log2 of the slot count.
+    shift: u32,
+}
+
+impl ShortTable {
+    /// Fewest slots a table has once it holds a word.
+    const MIN_SLOTS: usize = 16;
+
+    fn slot(&self, key: u64) -> usize {
+        (key.wrapping_mul(0x9E37_79B9_7F4A_7C15) >> self.shift) as usize
+    }
+
+    fn get(&self, key: u64) -> Option<u32> {
+        let mask = self.keys.len().checked_sub(1)?;
+        let mut at = self.slot(key);
+        loop {
+            let found = self.keys[at];
+            if found == key {
+                return Some(self.ids[at]);
+            }
+            if found == 0 {
+                return None;
+            }
+            at = (at + 1) & mask;
+        }
+    }
+
+    fn insert(&mut self, key: u64, id: u32) {
+        debug_assert!(key != 0, "packed words are never 0");
+        if (self.len + 1) * 2 > self.keys.len() {
+            let slots = (self.keys.len() * 2).max(Self::MIN_SLOTS);
+            let old = std::mem::replace(
+                self,
+                Self {
+                    keys: vec![0; slots],
+                    ids: vec![NONE; slots],
+                    len: 0,
+                    shift: 64 - slots.trailing_zeros(),
+                },
+            );
+            for (key, id) in old.iter() {
+                self.insert(key, id);
+            }
+        }
+        let mask = self.keys.len() - 1;
+        let mut at = self.slot(key);
+        while self.keys[at] != 0 && self.keys[at] != key {
+            at = (at + 1) & mask;
+        }
+        if self.keys[at] == 0 {
+            self.len += 1;
+        }
+        self.keys[at] = key;
+        self.ids[at] = id;
+    }
+
+    fn iter(&self) -> impl Iterator<Item = (u64, u32)> + '_ {
+        self.keys
+            .iter()
+            .zip(&self.ids)
+            .filter(|(key, _)| **key != 0)
+            .map(|(&key, &id)| (key, id))
+    }
+
+    fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+}
+
 /// A prefix entry with its first (up to) eight bytes packed for a quick test.
 #[derive(Debug, Clone)]
 struct Prefix {
@@ -234,7 +312,7 @@ fn wide_key(node: u32, id: u32) -> u64 {
 #[derive(Debug, Default, Clone)]
 pub(crate) struct PhraseIndex {
     /// Dictionary words of up to eight bytes (packed) → word id.
-    short: FxHashMap<u64, u32>,
+    short: ShortTable,
     /// Longer dictionary words → word id.
     words: FxHashMap<Box<[u8]>, u32>,
     /// One bit per (hashed) dictionary word: a word whose bit is clear is in
@@ -353,19 +431,21 @@ impl PhraseIndex {
         let id = u32::try_from(self.roots.len()).unwrap_or(NONE);
         match short_key(word) {
             Some(key) => self.short.insert(key, id),
-            None => self.words.insert(word.into(), id),
-        };
+            None => {
+                self.words.insert(word.into(), id);
+            }
+        }
         self.roots.push(NONE);
         id
     }
 
     /// The id of a dictionary word, or `NONE`.
     fn lookup(&self, word: &[u8]) -> u32 {
-        let found = match short_key(word) {
-            Some(key) => self.short.get(&key),
-            None => self.words.get(word),
-        };
-        found.copied().unwrap_or(NONE)
+        match short_key(word) {
+            Some(key) => self.short.get(key),
+            None => self.words.get(word).copied(),
+        }
+        .unwrap_or(NONE)
     }
 
     fn new_node(&mut self) -> u32 {
@@ -390,7 +470,7 @@ impl PhraseIndex {
         let mut dictionary: Vec<(Vec<u8>, u32)> = self
             .short
             .iter()
-            .map(|(&key, &id)| {
+            .map(|(key, id)| {
                 let mut word = key.to_le_bytes().to_vec();
                 word.retain(|&b| b != 0);
                 (word, id)
@@ -574,11 +654,11 @@ impl PhraseIndex {
             .get(bit / 64)
             .is_some_and(|w| w & (1 << (bit % 64)) != 0)
             && if word.len() <= 8 {
-                self.short.get(&head)
+                self.short.get(head)
             } else {
-                self.words.get(word)
+                self.words.get(word).copied()
             }
-            .is_some_and(|&id| id < self.phrase_words)
+            .is_some_and(|id| id < self.phrase_words)
     }
 
     /// Whether dictionary word `id` read through `substitution` is a
@@ -639,7 +719,7 @@ impl PhraseIndex {
             {
                 None
             } else if e - s <= 8 {
-                self.short.get(&head).copied()
+                self.short.get(head)
             } else {
                 self.words.get(&bytes[s..e]).copied()
             };
@@ -860,6 +940,29 @@ mod tests {
             found.dedup();
             proptest::prop_assert_eq!(found, naive(&entries, &text));
         }
+    }
+
+    #[test]
+    fn the_short_word_table_finds_every_word_it_holds_and_nothing_else() {
+        let mut table = ShortTable::default();
+        assert_eq!(table.get(1), None);
+        let key = |i: u64| i.wrapping_mul(0x0101_0101) | 1;
+        for i in 0..10_000u64 {
+            table.insert(key(i), u32::try_from(i).unwrap());
+        }
+        // A word added again keeps one slot, with its new id.
+        table.insert(key(7), 70);
+        assert_eq!(table.iter().count(), 10_000);
+        assert!(table.keys.len() >= 20_000, "at most half full");
+        for i in 0..10_000u64 {
+            let want = if i == 7 {
+                70
+            } else {
+                u32::try_from(i).unwrap()
+            };
+            assert_eq!(table.get(key(i)), Some(want));
+        }
+        assert_eq!(table.get(key(10_001) + 2), None);
     }
 
     #[test]
