@@ -1017,12 +1017,17 @@ pub(crate) fn rejoin_fragments(
     // often is a word of the rules as well.
     let kind = |i: usize| -> (bool, bool) {
         let w = word(i);
-        if w.len() > 5 || !w.iter().all(u8::is_ascii_alphabetic) {
+        if w.len() > 5 {
             return (false, false);
         }
         let unknown = word_ids
             .get(i)
             .is_none_or(|&id| id == super::phrases::NO_WORD);
+        // A known word of three letters or more is neither: its letters
+        // need no look.
+        if (!unknown && w.len() > 2) || !w.iter().all(u8::is_ascii_alphabetic) {
+            return (false, false);
+        }
         (unknown, w.len() <= 2)
     };
     let adjacent = |i: usize| words[i].1 + 1 == words[i + 1].0;
