@@ -66,7 +66,8 @@ impl Score {
 #[test]
 fn detector_beats_the_eight_substring_baseline_on_the_dev_corpus() {
     // The thirteenth, fourteenth and forty-third rounds measure known
-    // weaknesses and have tests of their own; the twenty-fourth, thirty-fifth,
+    // weaknesses and have tests of their own, as the forty-eighth, an unseen
+    // measurement over the false-positive goal, does; the twenty-fourth, thirty-fifth,
     // thirty-seventh, fortieth and forty-fifth are unseen measurements, never
     // tuned or trained on, pinned with the late rounds.
     let rows: Vec<Row> = load()
@@ -75,6 +76,7 @@ fn detector_beats_the_eight_substring_baseline_on_the_dev_corpus() {
             !r.family.starts_with(THIRTEENTH)
                 && !r.family.starts_with(FOURTEENTH)
                 && !r.family.starts_with(FORTY_THIRD)
+                && !r.family.starts_with(FORTY_EIGHTH)
                 && !UNTUNED.iter().any(|u| r.family.starts_with(u))
         })
         .collect();
@@ -298,6 +300,28 @@ fn the_forty_third_round_does_not_get_worse() {
             recall: 0.58,
             fpr: 0.03,
             margin: 0.5,
+        },
+    );
+}
+
+/// Family prefix of the forty-eighth round.
+const FORTY_EIGHTH: &str = "holdout48_";
+
+/// The forty-eighth round, written after the forty-seventh's tuning with few
+/// stock phrases and hard benign texts (attacks quoted in security notes and
+/// fiction, prompts under review, tests of screening code, configuration
+/// files), is an unseen measurement, never tuned or trained on: recall 0.852
+/// at 4.7 % false positives, over the 3 % goal (baseline 0.039 and 1.6 %).
+/// These bounds keep it from getting worse.
+#[test]
+fn the_forty_eighth_round_does_not_get_worse() {
+    holds_bounds(
+        FORTY_EIGHTH,
+        Bounds {
+            size: (128, 320),
+            recall: 0.85,
+            fpr: 0.047,
+            margin: 0.7,
         },
     );
 }
