@@ -1096,7 +1096,7 @@ pub(crate) fn caesar_blob(input: &str, max_len: usize) -> Option<Blob> {
 }
 
 /// A substring searcher, built once.
-type Needle = std::sync::LazyLock<memchr::memmem::Finder<'static>>;
+pub(crate) type Needle = std::sync::LazyLock<memchr::memmem::Finder<'static>>;
 
 /// The start of a numeric character reference (`&#105;`, `&#x69;`).
 pub(crate) static ENTITY_CUE: Needle = Needle::new(|| memchr::memmem::Finder::new(b"&#"));

@@ -996,8 +996,7 @@ fn fold_symbol_letters(text: &str, known: impl Fn(&[u8]) -> bool) -> Option<Stri
 
 /// A word of the NATO spelling alphabet that almost any spelled English text
 /// of some length holds (the commonest letter's).
-static NATO_CUE: std::sync::LazyLock<memchr::memmem::Finder<'static>> =
-    std::sync::LazyLock::new(|| memchr::memmem::Finder::new(b"echo "));
+static NATO_CUE: decode::Needle = decode::Needle::new(|| memchr::memmem::Finder::new(b"echo "));
 
 /// Letters in a run of capitalised words written together, at least.
 const CAMEL_MIN_RUN: u32 = 20;

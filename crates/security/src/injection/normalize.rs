@@ -1255,8 +1255,8 @@ const VOWELS_REMOVED: [&str; 9] = [
 /// ("fill in the missing vowels", "written without vowels"); merely naming
 /// vowels ("which vowels does Finnish have") does not.
 pub(crate) fn tells_vowels_removed(text: &str) -> bool {
-    static VOWEL: std::sync::LazyLock<memchr::memmem::Finder<'static>> =
-        std::sync::LazyLock::new(|| memchr::memmem::Finder::new(b"vowel"));
+    static VOWEL: super::decode::Needle =
+        super::decode::Needle::new(|| memchr::memmem::Finder::new(b"vowel"));
     VOWEL.find(text.as_bytes()).is_some() && VOWELS_REMOVED.iter().any(|p| text.contains(p))
 }
 

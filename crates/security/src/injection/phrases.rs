@@ -648,17 +648,11 @@ impl PhraseIndex {
         if word.is_empty() {
             return false;
         }
-        let head = head_at(word, 0, word.len());
-        let bit = filter_bit(head, word.len());
+        let bit = filter_bit(head_at(word, 0, word.len()), word.len());
         self.filter
             .get(bit / 64)
             .is_some_and(|w| w & (1 << (bit % 64)) != 0)
-            && if word.len() <= 8 {
-                self.short.get(head)
-            } else {
-                self.words.get(word).copied()
-            }
-            .is_some_and(|id| id < self.phrase_words)
+            && self.lookup(word) < self.phrase_words
     }
 
     /// Whether dictionary word `id` read through `substitution` is a
