@@ -517,7 +517,13 @@ impl PromptInjectionDetector {
         if !matches.iter().any(|m| rules[m.rule].weight > 0.0) {
             return None;
         }
-        let quotes = quoted_spans(window);
+        // A text that discusses attacks quotes them in its data too (the
+        // strings of a test file, a JSON fixture): there, strings count as
+        // quotations wherever they stand.
+        let has_family = |family: &str| matches.iter().any(|m| &*rules[m.rule].family == family);
+        let writing = has_family(WRITING_FAMILY);
+        let discussed = writing || has_family(DISCUSSION_FAMILY);
+        let quotes = joined_spans(window, quoted_spans(window, writing));
         let quoted_hit = matches
             .iter()
             .any(|m| rules[m.rule].weight > 0.0 && inside(&quotes, m.start, m.end));
@@ -534,10 +540,7 @@ impl PromptInjectionDetector {
             .collect();
         outside.sort_unstable();
         outside.dedup();
-        let mode = if matches
-            .iter()
-            .any(|m| &*rules[m.rule].family == DISCUSSION_FAMILY)
-        {
+        let mode = if discussed {
             QuoteMode::Discussed
         } else if outside.is_empty()
             && !family_in_own(QUOTE_ACT_FAMILY)
@@ -617,7 +620,10 @@ impl PromptInjectionDetector {
             // quoted phrase are one piece of evidence.
             let (weight, cap) = match &discount {
                 Some(d) if rule.weight > 0.0 && d.applies(m) => match d.mode {
-                    QuoteMode::Discussed => (rule.weight * QUOTED_DISCOUNT, self.config.family_cap),
+                    QuoteMode::Discussed => (
+                        rule.weight * QUOTED_DISCOUNT,
+                        self.config.family_cap * QUOTED_ONLY_DISCOUNT,
+                    ),
                     QuoteMode::QuotedOnly => (
                         rule.weight * QUOTED_ONLY_DISCOUNT,
                         self.config.family_cap * QUOTED_ONLY_DISCOUNT,
@@ -1091,6 +1097,11 @@ const CLASSIFIER_FAMILY: &str = "classifier";
 /// Rules of this family mark a text that discusses an injection it quotes.
 const DISCUSSION_FAMILY: &str = "discussion";
 
+/// Rules of this family mark security writing and tests of screening code
+/// (a postmortem, a threat model, fixtures): a discussion whose strings are
+/// quotations even where they stand as data.
+const WRITING_FAMILY: &str = "writing";
+
 /// Rules of this family (weight 0, never reported) mark words that make the
 /// model act on what a text quotes: follow it, do what it says, summarise,
 /// translate or answer it.
@@ -1104,8 +1115,9 @@ const QUOTE_ABOUT_FAMILY: &str = "quote_about";
 /// How quotations are discounted in a window.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum QuoteMode {
-    /// A `discussion` rule matched: hits inside quotes count at
-    /// [`QUOTED_DISCOUNT`].
+    /// A `discussion` or `writing` rule matched: hits inside quotes count at
+    /// [`QUOTED_DISCOUNT`], and fill their family only to
+    /// [`QUOTED_ONLY_DISCOUNT`] of its cap.
     Discussed,
     /// Every positive hit is inside quotes, framed by the writer's own words
     /// that ask about them: hits count at [`QUOTED_ONLY_DISCOUNT`], and fill
@@ -1196,6 +1208,29 @@ fn inside(spans: &[(usize, usize)], start: usize, end: usize) -> bool {
     spans.iter().any(|&(s, e)| s <= start && end <= e)
 }
 
+/// `spans` (in order) with neighbours that nothing but punctuation and
+/// spaces separates joined into one: a phrase that runs from one quoted
+/// string into the next (`"ignore prior rules", "ignore prior"`) lies in
+/// quotes as a whole.
+fn joined_spans(text: &str, spans: Vec<(usize, usize)>) -> Vec<(usize, usize)> {
+    let bytes = text.as_bytes();
+    let mut joined: Vec<(usize, usize)> = Vec::with_capacity(spans.len());
+    for (s, e) in spans {
+        match joined.last_mut() {
+            Some(last)
+                if bytes.get(last.1..s).is_some_and(|gap| {
+                    gap.iter()
+                        .all(|b| b.is_ascii_punctuation() || b.is_ascii_whitespace())
+                }) =>
+            {
+                last.1 = e;
+            }
+            _ => joined.push((s, e)),
+        }
+    }
+    joined
+}
+
 /// Words (runs of letters or digits) of `text` outside `spans`.
 fn words_outside(text: &str, spans: &[(usize, usize)]) -> usize {
     let mut count = 0;
@@ -1232,9 +1267,9 @@ const MAX_KEY_LINE: usize = 128;
 /// within [`MAX_QUOTE_BYTES`] opens nothing. A string that is data is not a
 /// quotation: one that follows `=`, `[`, `(`, `{`, a JSON key (`"key":`) or
 /// another string (`",`), a CSV cell (a comma right before it), or a YAML
-/// value (`key: "…"` at the start of a line). Linear in `text`: each byte is
-/// searched for a closing quote of one kind at most once.
-fn quoted_spans(text: &str) -> Vec<(usize, usize)> {
+/// value (`key: "…"` at the start of a line), unless `data_too`. Linear in
+/// `text`: each byte is searched for a closing quote of one kind at most once.
+fn quoted_spans(text: &str, data_too: bool) -> Vec<(usize, usize)> {
     const CLOSERS: [char; 5] = ['"', '\u{201D}', '\u{BB}', '\'', '\u{2019}'];
     let bytes = text.as_bytes();
     let mut spans = Vec::new();
@@ -1314,7 +1349,7 @@ fn quoted_spans(text: &str) -> Vec<(usize, usize)> {
             line_start = lines_scanned + n + 1;
         }
         lines_scanned = open;
-        if !is_data_string(bytes, line_start, open) {
+        if data_too || !is_data_string(bytes, line_start, open) {
             spans.push((open, end));
         }
         at = end;
@@ -1482,7 +1517,7 @@ mod tests {
     #[test]
     fn quotations_are_found_on_one_line_and_data_strings_are_not_quotations() {
         let spans = |text: &'static str| -> Vec<&'static str> {
-            quoted_spans(text)
+            quoted_spans(text, false)
                 .into_iter()
                 .map(|(s, e)| &text[s..e])
                 .collect()
@@ -1505,10 +1540,10 @@ mod tests {
     #[test]
     fn words_outside_quotations_are_counted() {
         let text = "why does \"ignore all rules\" work, really?";
-        let spans = quoted_spans(text);
+        let spans = quoted_spans(text, false);
         assert_eq!(super::words_outside(text, &spans), 4);
         assert_eq!(
-            super::words_outside("\"ignore it\"", &quoted_spans("\"ignore it\"")),
+            super::words_outside("\"ignore it\"", &quoted_spans("\"ignore it\"", false)),
             0
         );
     }
@@ -1516,10 +1551,10 @@ mod tests {
     #[test]
     fn unterminated_quotes_open_nothing_however_many() {
         let text = "\u{AB}a ".repeat(2000) + "\n" + &"\u{201C}b ".repeat(2000);
-        assert!(quoted_spans(&text).is_empty());
+        assert!(quoted_spans(&text, false).is_empty());
         // A closed quotation after them on a new line is still found.
         let text = format!("{text}\nsaid \"ok then\"");
-        assert_eq!(quoted_spans(&text).len(), 1);
+        assert_eq!(quoted_spans(&text, false).len(), 1);
     }
 
     #[test]
