@@ -68,7 +68,7 @@ fn detector_beats_the_eight_substring_baseline_on_the_dev_corpus() {
     // The thirteenth, fourteenth and forty-third rounds measure known
     // weaknesses and have tests of their own, as the forty-eighth, an unseen
     // measurement over the false-positive goal, does; the twenty-fourth, thirty-fifth,
-    // thirty-seventh, fortieth and forty-fifth are unseen measurements, never
+    // thirty-seventh, fortieth, forty-fifth and fiftieth are unseen measurements, never
     // tuned or trained on, pinned with the late rounds.
     let rows: Vec<Row> = load()
         .into_iter()
@@ -137,8 +137,8 @@ fn report(label: &str, ours: &Score, baseline: &Score) {
 }
 
 /// The late hold-out rounds (`*_holdout5.jsonl` to `*_holdout12.jsonl`,
-/// `*_holdout15.jsonl` to `*_holdout42.jsonl` and `*_holdout44.jsonl` to
-/// `*_holdout47.jsonl`; the
+/// `*_holdout15.jsonl` to `*_holdout42.jsonl`, `*_holdout44.jsonl` to
+/// `*_holdout47.jsonl` and `*_holdout50.jsonl`; the
 /// eleventh is benign only, and the thirteenth and fourteenth, written against
 /// keyword filters, and the forty-third, on injections in processed content,
 /// have tests of their own):
@@ -191,6 +191,7 @@ fn detector_meets_the_goals_on_each_late_holdout_round() {
         "holdout45_",
         "holdout46_",
         "holdout47_",
+        "holdout50_",
     ] {
         let (ours, baseline) = measure_round(&all, round);
         assert!(
@@ -241,13 +242,15 @@ fn detector_keeps_false_alarms_rare_next_to_jailbreak_vocabulary() {
 /// the thirty-first to thirty-fourth, the thirty-sixth, the thirty-eighth,
 /// the thirty-ninth, the forty-first, the forty-second, the forty-fourth,
 /// the forty-sixth, the forty-seventh and the forty-ninth after each had been measured unseen. The thirty-fifth, thirty-seventh,
-/// fortieth and forty-fifth, like the twenty-fourth, are measurements only.)
-const UNTUNED: [&str; 5] = [
+/// fortieth, forty-fifth and fiftieth, like the twenty-fourth, are
+/// measurements only.)
+const UNTUNED: [&str; 6] = [
     "holdout24_",
     "holdout35_",
     "holdout37_",
     "holdout40_",
     "holdout45_",
+    "holdout50_",
 ];
 
 /// What a round measured on its own must keep: its size (attacks, benign),
@@ -333,7 +336,7 @@ const FORTY_NINTH: &str = "holdout49_";
 /// phrases, attacks in less common languages and hard benign texts, was
 /// measured unseen at recall 0.870 and 8.25 % false positives (security
 /// writing and test files quoting attacks, prompts under review), then tuned
-/// on: 0.911 and 5.75 %, still over the 3 % goal. These bounds keep it from
+/// on: 0.911 and 5.5 %, still over the 3 % goal. These bounds keep it from
 /// getting worse.
 #[test]
 fn the_forty_ninth_round_does_not_get_worse() {
@@ -342,7 +345,7 @@ fn the_forty_ninth_round_does_not_get_worse() {
         Bounds {
             size: (192, 400),
             recall: 0.91,
-            fpr: 0.0575,
+            fpr: 0.055,
             margin: 0.7,
         },
     );
