@@ -655,7 +655,13 @@ impl PromptInjectionDetector {
                 encoding: None,
             });
         }
-        let lexical = self.lexical_weight(&scan);
+        // Security writing (a postmortem, a threat model) uses the words of the
+        // attacks it reports: there the model's reading counts at a discount.
+        let writing = scan
+            .matches
+            .iter()
+            .any(|m| &*self.compiled.rules[m.rule].family == WRITING_FAMILY);
+        let lexical = self.lexical_weight(&scan) * if writing { QUOTED_DISCOUNT } else { 1.0 };
         if lexical > 0.0 {
             score += lexical;
             matches.push(RuleMatch {
