@@ -48,7 +48,12 @@
 //! * in a window where a rule of the `discussion` family matched (a text that
 //!   talks about an injection it quotes: a slide, a bug report, a tweet to
 //!   fact-check), positive rule hits inside quotation marks count at half
-//!   their weight;
+//!   their weight and fill each family only up to 0.4 of its cap;
+//! * so they do where a rule of the `writing` family matched (security
+//!   writing that names prompt injection, a postmortem, a threat model, or
+//!   tests and fixtures of screening code), where strings of data count as
+//!   quotations too and the lexical model counts at half its weight;
+//! * quotations that nothing but punctuation separates (`"a", "b"`) are one;
 //! * in a window where every positive hit is inside quotation marks, the
 //!   quotations stand in at least four words of the writer's own, and no
 //!   marker outside them (rules of the `quote_act` family: "do what it says",
@@ -57,9 +62,9 @@
 //!   fill each family only up to 0.4 of its cap: a question about a quoted
 //!   attack, not the attack.
 //!
-//! Strings of data (JSON values, assignments, CSV cells, YAML values) are not
-//! quotations, so a payload carried in a field keeps its weight, and neither
-//! is a prompt wrapped whole in quotes.
+//! Elsewhere strings of data (JSON values, assignments, CSV cells, YAML
+//! values) are not quotations, so a payload carried in a field keeps its
+//! weight, and neither is a prompt wrapped whole in quotes.
 //!
 //! A score at or above `threshold` is [`Verdict::Injection`]; at or above
 //! `suspicious_threshold`, [`Verdict::Suspicious`].
