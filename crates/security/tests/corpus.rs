@@ -336,7 +336,7 @@ const FORTY_NINTH: &str = "holdout49_";
 /// phrases, attacks in less common languages and hard benign texts, was
 /// measured unseen at recall 0.870 and 8.25 % false positives (security
 /// writing and test files quoting attacks, prompts under review), then tuned
-/// on: 0.953 and 5.25 %, still over the 3 % goal. These bounds keep it from
+/// on: 0.958 and 5.25 %, still over the 3 % goal. These bounds keep it from
 /// getting worse.
 #[test]
 fn the_forty_ninth_round_does_not_get_worse() {
