@@ -68,7 +68,7 @@ fn detector_beats_the_eight_substring_baseline_on_the_dev_corpus() {
     // The thirteenth, fourteenth and forty-third rounds measure known
     // weaknesses and have tests of their own, as the forty-eighth, an unseen
     // measurement over the false-positive goal, does; the twenty-fourth, thirty-fifth,
-    // thirty-seventh, fortieth, forty-fifth and fiftieth are unseen measurements, never
+    // thirty-seventh, fortieth, forty-fifth, fiftieth and fifty-first are unseen measurements, never
     // tuned or trained on, pinned with the late rounds.
     let rows: Vec<Row> = load()
         .into_iter()
@@ -138,7 +138,7 @@ fn report(label: &str, ours: &Score, baseline: &Score) {
 
 /// The late hold-out rounds (`*_holdout5.jsonl` to `*_holdout12.jsonl`,
 /// `*_holdout15.jsonl` to `*_holdout42.jsonl`, `*_holdout44.jsonl` to
-/// `*_holdout47.jsonl` and `*_holdout50.jsonl`; the
+/// `*_holdout47.jsonl`, `*_holdout50.jsonl` and `*_holdout51.jsonl`; the
 /// eleventh is benign only, and the thirteenth and fourteenth, written against
 /// keyword filters, and the forty-third, on injections in processed content,
 /// have tests of their own):
@@ -192,6 +192,7 @@ fn detector_meets_the_goals_on_each_late_holdout_round() {
         "holdout46_",
         "holdout47_",
         "holdout50_",
+        "holdout51_",
     ] {
         let (ours, baseline) = measure_round(&all, round);
         assert!(
@@ -242,15 +243,16 @@ fn detector_keeps_false_alarms_rare_next_to_jailbreak_vocabulary() {
 /// the thirty-first to thirty-fourth, the thirty-sixth, the thirty-eighth,
 /// the thirty-ninth, the forty-first, the forty-second, the forty-fourth,
 /// the forty-sixth, the forty-seventh and the forty-ninth after each had been measured unseen. The thirty-fifth, thirty-seventh,
-/// fortieth, forty-fifth and fiftieth, like the twenty-fourth, are
-/// measurements only.)
-const UNTUNED: [&str; 6] = [
+/// fortieth, forty-fifth, fiftieth and fifty-first, like the twenty-fourth,
+/// are measurements only.)
+const UNTUNED: [&str; 7] = [
     "holdout24_",
     "holdout35_",
     "holdout37_",
     "holdout40_",
     "holdout45_",
     "holdout50_",
+    "holdout51_",
 ];
 
 /// What a round measured on its own must keep: its size (attacks, benign),
