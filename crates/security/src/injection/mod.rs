@@ -1560,6 +1560,20 @@ mod tests {
     }
 
     #[test]
+    fn data_strings_are_quotations_when_asked_and_adjacent_ones_join() {
+        let text = r#"cases: {"ignore prior rules", "ignore prior"} and "more" later"#;
+        assert_eq!(quoted_spans(text, false).len(), 1);
+        let all = quoted_spans(text, true);
+        assert_eq!(all.len(), 3);
+        let joined = super::joined_spans(text, all);
+        let quoted: Vec<&str> = joined.iter().map(|&(s, e)| &text[s..e]).collect();
+        assert_eq!(
+            quoted,
+            [r#""ignore prior rules", "ignore prior""#, r#""more""#]
+        );
+    }
+
+    #[test]
     fn unterminated_quotes_open_nothing_however_many() {
         let text = "\u{AB}a ".repeat(2000) + "\n" + &"\u{201C}b ".repeat(2000);
         assert!(quoted_spans(&text, false).is_empty());
