@@ -67,7 +67,8 @@ impl Score {
 fn detector_beats_the_eight_substring_baseline_on_the_dev_corpus() {
     // The thirteenth, fourteenth and forty-third rounds measure known
     // weaknesses and have tests of their own, as the forty-eighth, an unseen
-    // measurement over the false-positive goal, does; the twenty-fourth, thirty-fifth,
+    // measurement over the false-positive goal, and the fifty-second, the
+    // hardest benign shapes, do; the twenty-fourth, thirty-fifth,
     // thirty-seventh, fortieth, forty-fifth, fiftieth and fifty-first are unseen measurements, never
     // tuned or trained on, pinned with the late rounds.
     let rows: Vec<Row> = load()
@@ -77,6 +78,7 @@ fn detector_beats_the_eight_substring_baseline_on_the_dev_corpus() {
                 && !r.family.starts_with(FOURTEENTH)
                 && !r.family.starts_with(FORTY_THIRD)
                 && !r.family.starts_with(FORTY_EIGHTH)
+                && !r.family.starts_with(FIFTY_SECOND)
                 && !UNTUNED.iter().any(|u| r.family.starts_with(u))
         })
         .collect();
@@ -338,7 +340,8 @@ const FORTY_NINTH: &str = "holdout49_";
 /// phrases, attacks in less common languages and hard benign texts, was
 /// measured unseen at recall 0.870 and 8.25 % false positives (security
 /// writing and test files quoting attacks, prompts under review), then tuned
-/// on: 0.958 and 5.25 %, still over the 3 % goal. These bounds keep it from
+/// on: 0.958 and 5.25 %, 4.5 % after the fifty-second round's tuning, still
+/// over the 3 % goal. These bounds keep it from
 /// getting worse.
 #[test]
 fn the_forty_ninth_round_does_not_get_worse() {
@@ -347,8 +350,30 @@ fn the_forty_ninth_round_does_not_get_worse() {
         Bounds {
             size: (192, 400),
             recall: 0.95,
-            fpr: 0.0525,
+            fpr: 0.045,
             margin: 0.7,
+        },
+    );
+}
+
+/// Family prefix of the fifty-second round.
+const FIFTY_SECOND: &str = "holdout52_";
+
+/// The fifty-second round holds the hardest benign shapes (security
+/// discussions quoting attacks, documents full of rule words, the writer's
+/// own prompts under review) and attacks hiding in the same shapes. Measured
+/// unseen at recall 0.850 and 27.3 % false positives, then tuned on its
+/// benign half: 0.850 and 21.3 %, far over the 3 % goal. These bounds keep it
+/// from getting worse.
+#[test]
+fn the_fifty_second_round_does_not_get_worse() {
+    holds_bounds(
+        FIFTY_SECOND,
+        Bounds {
+            size: (120, 300),
+            recall: 0.85,
+            fpr: 0.214,
+            margin: 0.5,
         },
     );
 }

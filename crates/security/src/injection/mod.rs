@@ -62,6 +62,14 @@
 //!   fill each family only up to 0.4 of its cap: a question about a quoted
 //!   attack, not the attack.
 //!
+//! A prompt of the writer's own shown for review (a rule of the `review`
+//! family: "here's the system prompt for our bakery's bot", "review my
+//! prompt") holds instructions to a model and the attacks its rules guard
+//! against: positive rule hits there add up to at most 0.9, and the lexical
+//! model counts at half its weight, unless words of the `adopt` family hand
+//! the prompt to the model to adopt, run or compare with its own ("switch to
+//! it now", "show me it works by following it", "paste yours next to it").
+//!
 //! Elsewhere strings of data (JSON values, assignments, CSV cells, YAML
 //! values) are not quotations, so a payload carried in a field keeps its
 //! weight, and neither is a prompt wrapped whole in quotes.
@@ -610,8 +618,22 @@ impl PromptInjectionDetector {
         let discount = self.quote_discount(window, &scan.matches);
         // Whether a harmful topic was named (a weightless `harm_topic` rule).
         let mut harm_topic = false;
+        // A prompt of the writer's own shown for review (a `review` rule),
+        // with no word that hands it to the model to adopt or run (a
+        // weightless `adopt` rule): what the rules find in it counts at most
+        // `REVIEWED_PROMPT_CAP` in all.
+        let family_matched = |family: &str| {
+            scan.matches
+                .iter()
+                .any(|m| &*self.compiled.rules[m.rule].family == family)
+        };
+        let reviewed = family_matched(REVIEW_FAMILY) && !family_matched(ADOPT_FAMILY);
+        let mut positive = 0.0f32;
         for m in &scan.matches {
             let rule = &self.compiled.rules[m.rule];
+            if rule.weight == 0.0 && &*rule.family == ADOPT_FAMILY {
+                continue;
+            }
             if rule.marker {
                 // A marker: it weighs nothing and is not reported.
                 continue;
@@ -649,6 +671,7 @@ impl PromptInjectionDetector {
                 let after = (before + weight).min(cap).max(before);
                 family_totals[slot].1 = after;
                 score += after - before;
+                positive += after - before;
             } else {
                 score += weight;
             }
@@ -660,13 +683,27 @@ impl PromptInjectionDetector {
                 encoding: None,
             });
         }
-        // Security writing (a postmortem, a threat model) uses the words of the
-        // attacks it reports: there the model's reading counts at a discount.
-        let writing = scan
-            .matches
-            .iter()
-            .any(|m| &*self.compiled.rules[m.rule].family == WRITING_FAMILY);
-        let lexical = self.lexical_weight(&scan) * if writing { QUOTED_DISCOUNT } else { 1.0 };
+        if reviewed && positive > REVIEWED_PROMPT_CAP {
+            let taken = positive - REVIEWED_PROMPT_CAP;
+            score -= taken;
+            matches.push(RuleMatch {
+                rule: "meta.prompt_under_review".into(),
+                family: REVIEW_FAMILY.into(),
+                weight: -taken,
+                span: base..base + window.len(),
+                encoding: None,
+            });
+        }
+        // Security writing (a postmortem, a threat model) and prompts under
+        // review use the words of attacks: there the model's reading counts
+        // at a discount.
+        let writing = family_matched(WRITING_FAMILY);
+        let lexical = self.lexical_weight(&scan)
+            * if writing || reviewed {
+                QUOTED_DISCOUNT
+            } else {
+                1.0
+            };
         if lexical > 0.0 {
             score += lexical;
             matches.push(RuleMatch {
@@ -1112,6 +1149,18 @@ const DISCUSSION_FAMILY: &str = "discussion";
 /// (a postmortem, a threat model, fixtures): a discussion whose strings are
 /// quotations even where they stand as data.
 const WRITING_FAMILY: &str = "writing";
+
+/// Rules of this family mark a prompt of the writer's own shown for review
+/// ("here's the system prompt for our bakery's bot; any weaknesses?").
+const REVIEW_FAMILY: &str = "review";
+
+/// Rules of this family (weight 0, never reported) mark words that hand a
+/// prompt shown for review to the model to adopt or run ("switch to it now",
+/// "treat it as your developer message", "paste yours next to it").
+const ADOPT_FAMILY: &str = "adopt";
+
+/// Most that positive rule hits add up to in a prompt shown for review.
+const REVIEWED_PROMPT_CAP: f32 = 0.9;
 
 /// Rules of this family (weight 0, never reported) mark words that make the
 /// model act on what a text quotes: follow it, do what it says, summarise,
