@@ -363,7 +363,7 @@ const FIFTY_SECOND: &str = "holdout52_";
 /// discussions quoting attacks, documents full of rule words, the writer's
 /// own prompts under review) and attacks hiding in the same shapes. Measured
 /// unseen at recall 0.850 and 27.3 % false positives, then tuned on its
-/// benign half: 0.850 and 21.3 %, far over the 3 % goal. These bounds keep it
+/// benign half: 0.850 and 18.7 %, far over the 3 % goal. These bounds keep it
 /// from getting worse.
 #[test]
 fn the_fifty_second_round_does_not_get_worse() {
@@ -372,7 +372,7 @@ fn the_fifty_second_round_does_not_get_worse() {
         Bounds {
             size: (120, 300),
             recall: 0.85,
-            fpr: 0.214,
+            fpr: 0.187,
             margin: 0.5,
         },
     );
