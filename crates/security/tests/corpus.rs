@@ -318,8 +318,9 @@ const FORTY_EIGHTH: &str = "holdout48_";
 /// stock phrases and hard benign texts (attacks quoted in security notes and
 /// fiction, prompts under review, tests of screening code, configuration
 /// files), is an unseen measurement, never tuned or trained on: recall 0.852
-/// at 4.7 % false positives, over the 3 % goal (baseline 0.039 and 1.6 %).
-/// These bounds keep it from getting worse.
+/// at 4.7 % false positives, over the 3 % goal (baseline 0.039 and 1.6 %);
+/// 4.4 % once prompts shown for review were weighed as such (chosen on the
+/// fifty-second round). These bounds keep it from getting worse.
 #[test]
 fn the_forty_eighth_round_does_not_get_worse() {
     holds_bounds(
@@ -327,7 +328,7 @@ fn the_forty_eighth_round_does_not_get_worse() {
         Bounds {
             size: (128, 320),
             recall: 0.85,
-            fpr: 0.047,
+            fpr: 0.044,
             margin: 0.7,
         },
     );
