@@ -519,24 +519,41 @@ impl PromptInjectionDetector {
         (best, all)
     }
 
+    /// Which frames the rule families of `matches` mark, in one pass.
+    fn frames(&self, matches: &[engine::RawMatch]) -> Frames {
+        let mut frames = Frames::default();
+        for m in matches {
+            match &*self.compiled.rules[m.rule].family {
+                DISCUSSION_FAMILY => frames.discussion = true,
+                WRITING_FAMILY => frames.writing = true,
+                REVIEW_FAMILY => frames.review = true,
+                ADOPT_FAMILY => frames.adopt = true,
+                _ => {}
+            }
+        }
+        frames
+    }
+
     /// How positive hits inside quotation marks are weighed in `window`
     /// (see [`QUOTED_DISCOUNT`] and [`QUOTED_ONLY_DISCOUNT`]); `None` when
     /// they count in full. When some positive hit lies inside quotes, the
     /// window is scanned again with its quotations blanked out, to see what
     /// the writer says in their own words: a rule that also matches there
     /// keeps its full weight, since only its first occurrence is reported.
-    fn quote_discount(&self, window: &str, matches: &[engine::RawMatch]) -> Option<QuoteDiscount> {
+    fn quote_discount(
+        &self,
+        window: &str,
+        matches: &[engine::RawMatch],
+        frames: Frames,
+    ) -> Option<QuoteDiscount> {
         let rules = &self.compiled.rules;
         if !matches.iter().any(|m| rules[m.rule].weight > 0.0) {
             return None;
         }
-        // A text that discusses attacks quotes them in its data too (the
-        // strings of a test file, a JSON fixture): there, strings count as
-        // quotations wherever they stand.
-        let has_family = |family: &str| matches.iter().any(|m| &*rules[m.rule].family == family);
-        let writing = has_family(WRITING_FAMILY);
-        let discussed = writing || has_family(DISCUSSION_FAMILY);
-        let quotes = joined_spans(window, quoted_spans(window, writing));
+        // Security writing quotes attacks in its data too (the strings of a
+        // test file, a JSON fixture): there, strings count as quotations
+        // wherever they stand.
+        let quotes = joined_spans(window, quoted_spans(window, frames.writing));
         let quoted_hit = matches
             .iter()
             .any(|m| rules[m.rule].weight > 0.0 && inside(&quotes, m.start, m.end));
@@ -553,7 +570,7 @@ impl PromptInjectionDetector {
             .collect();
         outside.sort_unstable();
         outside.dedup();
-        let mode = if discussed {
+        let mode = if frames.writing || frames.discussion {
             QuoteMode::Discussed
         } else if outside.is_empty()
             && !family_in_own(QUOTE_ACT_FAMILY)
@@ -615,19 +632,15 @@ impl PromptInjectionDetector {
         // A text that discusses an injection it quotes (a rule of the
         // `discussion` family matched): what lies inside double quotes counts
         // at a discount.
-        let discount = self.quote_discount(window, &scan.matches);
+        let frames = self.frames(&scan.matches);
+        let discount = self.quote_discount(window, &scan.matches, frames);
         // Whether a harmful topic was named (a weightless `harm_topic` rule).
         let mut harm_topic = false;
         // A prompt of the writer's own shown for review (a `review` rule),
         // with no word that hands it to the model to adopt or run (a
         // weightless `adopt` rule): what the rules find in it counts at most
         // `REVIEWED_PROMPT_CAP` in all.
-        let family_matched = |family: &str| {
-            scan.matches
-                .iter()
-                .any(|m| &*self.compiled.rules[m.rule].family == family)
-        };
-        let reviewed = family_matched(REVIEW_FAMILY) && !family_matched(ADOPT_FAMILY);
+        let reviewed = frames.review && !frames.adopt;
         let mut positive = 0.0f32;
         for m in &scan.matches {
             let rule = &self.compiled.rules[m.rule];
@@ -697,9 +710,8 @@ impl PromptInjectionDetector {
         // Security writing (a postmortem, a threat model) and prompts under
         // review use the words of attacks: there the model's reading counts
         // at a discount.
-        let writing = family_matched(WRITING_FAMILY);
         let lexical = self.lexical_weight(&scan)
-            * if writing || reviewed {
+            * if frames.writing || reviewed {
                 QUOTED_DISCOUNT
             } else {
                 1.0
@@ -1171,6 +1183,19 @@ const QUOTE_ACT_FAMILY: &str = "quote_act";
 /// or work on the wording of what a text quotes: explain, fix the grammar,
 /// count, a caption, a joke, a quiz.
 const QUOTE_ABOUT_FAMILY: &str = "quote_about";
+
+/// The frames a window's rules mark (see the `*_FAMILY` constants).
+#[derive(Debug, Clone, Copy, Default)]
+struct Frames {
+    /// A `discussion` rule matched: the text discusses an attack it quotes.
+    discussion: bool,
+    /// A `writing` rule matched: security writing or tests of screening code.
+    writing: bool,
+    /// A `review` rule matched: a prompt of the writer's own shown for review.
+    review: bool,
+    /// An `adopt` rule matched: the prompt is handed over to be run.
+    adopt: bool,
+}
 
 /// How quotations are discounted in a window.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
