@@ -140,7 +140,8 @@ fn report(label: &str, ours: &Score, baseline: &Score) {
 
 /// The late hold-out rounds (`*_holdout5.jsonl` to `*_holdout12.jsonl`,
 /// `*_holdout15.jsonl` to `*_holdout42.jsonl`, `*_holdout44.jsonl` to
-/// `*_holdout47.jsonl`, `*_holdout50.jsonl` and `*_holdout51.jsonl`; the
+/// `*_holdout47.jsonl`, `*_holdout50.jsonl`, `*_holdout51.jsonl`,
+/// `*_holdout53.jsonl` and `*_holdout54.jsonl`; the
 /// eleventh is benign only, and the thirteenth and fourteenth, written against
 /// keyword filters, and the forty-third, on injections in processed content,
 /// have tests of their own):
@@ -195,6 +196,8 @@ fn detector_meets_the_goals_on_each_late_holdout_round() {
         "holdout47_",
         "holdout50_",
         "holdout51_",
+        "holdout53_",
+        "holdout54_",
     ] {
         let (ours, baseline) = measure_round(&all, round);
         assert!(
@@ -244,10 +247,11 @@ fn detector_keeps_false_alarms_rare_next_to_jailbreak_vocabulary() {
 /// were tuned on the twenty-ninth, the thirtieth (its false alarms only) and
 /// the thirty-first to thirty-fourth, the thirty-sixth, the thirty-eighth,
 /// the thirty-ninth, the forty-first, the forty-second, the forty-fourth,
-/// the forty-sixth, the forty-seventh and the forty-ninth after each had been measured unseen. The thirty-fifth, thirty-seventh,
-/// fortieth, forty-fifth, fiftieth and fifty-first, like the twenty-fourth,
-/// are measurements only.)
-const UNTUNED: [&str; 7] = [
+/// the forty-sixth, the forty-seventh, the forty-ninth and the fifty-third
+/// after each had been measured unseen. The thirty-fifth, thirty-seventh,
+/// fortieth, forty-fifth, fiftieth, fifty-first and fifty-fourth, like the
+/// twenty-fourth, are measurements only.)
+const UNTUNED: [&str; 8] = [
     "holdout24_",
     "holdout35_",
     "holdout37_",
@@ -255,6 +259,7 @@ const UNTUNED: [&str; 7] = [
     "holdout45_",
     "holdout50_",
     "holdout51_",
+    "holdout54_",
 ];
 
 /// What a round measured on its own must keep: its size (attacks, benign),

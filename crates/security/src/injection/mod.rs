@@ -23,7 +23,7 @@
 //!    fragments joined again (`ig nore`), words written together split at
 //!    their capitals (`IgnoreAllPrevious…`), quoted string literals that
 //!    split words joined (`['rev', 'eal ', 'the ', 'pass', 'word']`), and pig
-//!    Latin, text spelled backwards, the Atbash cipher and words written
+//!    Latin (`ignoreway`, or hyphenated: `ignore-ay our-yay`), text spelled backwards, the Atbash cipher and words written
 //!    without vowels (`gnr ll prvs nstrctns`) read back. One that
 //!    shows more rule evidence replaces the plain reading, plus a bonus.
 //! 4. Base64, base32, Ascii85, base85, uuencoded, quoted-printable, hex,
@@ -819,7 +819,8 @@ impl PromptInjectionDetector {
                     "encoding.split_words",
                 ),
                 (
-                    normalize::pig_latin_decoded(&n.text, &n.words, known),
+                    normalize::pig_latin_decoded(&n.text, &n.words, known)
+                        .or_else(|| decode::hyphenated_pig_latin(window)),
                     Encoding::PigLatin,
                     "encoding.pig_latin",
                 ),
