@@ -67,10 +67,12 @@ impl Score {
 fn detector_beats_the_eight_substring_baseline_on_the_dev_corpus() {
     // The thirteenth, fourteenth and forty-third rounds measure known
     // weaknesses and have tests of their own, as the forty-eighth, an unseen
-    // measurement over the false-positive goal, and the fifty-second, the
-    // hardest benign shapes, do; the twenty-fourth, thirty-fifth,
-    // thirty-seventh, fortieth, forty-fifth, fiftieth and fifty-first are unseen measurements, never
-    // tuned or trained on, pinned with the late rounds.
+    // measurement over the false-positive goal, the fifty-second, the
+    // hardest benign shapes, and the fifty-fifth, the hardest attack families
+    // next to those shapes, do; the twenty-fourth, thirty-fifth,
+    // thirty-seventh, fortieth, forty-fifth, fiftieth, fifty-first,
+    // fifty-fourth and fifty-sixth are unseen measurements, never tuned or
+    // trained on, pinned with the late rounds.
     let rows: Vec<Row> = load()
         .into_iter()
         .filter(|r| {
@@ -79,6 +81,7 @@ fn detector_beats_the_eight_substring_baseline_on_the_dev_corpus() {
                 && !r.family.starts_with(FORTY_THIRD)
                 && !r.family.starts_with(FORTY_EIGHTH)
                 && !r.family.starts_with(FIFTY_SECOND)
+                && !r.family.starts_with(FIFTY_FIFTH)
                 && !UNTUNED.iter().any(|u| r.family.starts_with(u))
         })
         .collect();
@@ -141,7 +144,7 @@ fn report(label: &str, ours: &Score, baseline: &Score) {
 /// The late hold-out rounds (`*_holdout5.jsonl` to `*_holdout12.jsonl`,
 /// `*_holdout15.jsonl` to `*_holdout42.jsonl`, `*_holdout44.jsonl` to
 /// `*_holdout47.jsonl`, `*_holdout50.jsonl`, `*_holdout51.jsonl`,
-/// `*_holdout53.jsonl` and `*_holdout54.jsonl`; the
+/// `*_holdout53.jsonl`, `*_holdout54.jsonl` and `*_holdout56.jsonl`; the
 /// eleventh is benign only, and the thirteenth and fourteenth, written against
 /// keyword filters, and the forty-third, on injections in processed content,
 /// have tests of their own):
@@ -198,6 +201,7 @@ fn detector_meets_the_goals_on_each_late_holdout_round() {
         "holdout51_",
         "holdout53_",
         "holdout54_",
+        "holdout56_",
     ] {
         let (ours, baseline) = measure_round(&all, round);
         assert!(
@@ -249,9 +253,9 @@ fn detector_keeps_false_alarms_rare_next_to_jailbreak_vocabulary() {
 /// the thirty-ninth, the forty-first, the forty-second, the forty-fourth,
 /// the forty-sixth, the forty-seventh, the forty-ninth and the fifty-third
 /// after each had been measured unseen. The thirty-fifth, thirty-seventh,
-/// fortieth, forty-fifth, fiftieth, fifty-first and fifty-fourth, like the
-/// twenty-fourth, are measurements only.)
-const UNTUNED: [&str; 8] = [
+/// fortieth, forty-fifth, fiftieth, fifty-first, fifty-fourth and
+/// fifty-sixth, like the twenty-fourth, are measurements only.)
+const UNTUNED: [&str; 9] = [
     "holdout24_",
     "holdout35_",
     "holdout37_",
@@ -260,6 +264,7 @@ const UNTUNED: [&str; 8] = [
     "holdout50_",
     "holdout51_",
     "holdout54_",
+    "holdout56_",
 ];
 
 /// What a round measured on its own must keep: its size (attacks, benign),
@@ -369,8 +374,8 @@ const FIFTY_SECOND: &str = "holdout52_";
 /// discussions quoting attacks, documents full of rule words, the writer's
 /// own prompts under review) and attacks hiding in the same shapes. Measured
 /// unseen at recall 0.850 and 27.3 % false positives, then tuned on its
-/// benign half: 0.850 and 18.7 %, far over the 3 % goal. These bounds keep it
-/// from getting worse.
+/// benign half: 0.850 and 18.7 %, 18.3 % after the fifty-fifth round's
+/// tuning, far over the 3 % goal. These bounds keep it from getting worse.
 #[test]
 fn the_fifty_second_round_does_not_get_worse() {
     holds_bounds(
@@ -378,8 +383,34 @@ fn the_fifty_second_round_does_not_get_worse() {
         Bounds {
             size: (120, 300),
             recall: 0.85,
-            fpr: 0.187,
+            fpr: 0.184,
             margin: 0.5,
+        },
+    );
+}
+
+/// Family prefix of the fifty-fifth round.
+const FIFTY_FIFTH: &str = "holdout55_";
+
+/// The fifty-fifth round holds 20 attacks in each of the eight families the
+/// rules found hardest (persona role-play, payload splitting, other
+/// languages, exfiltration, context manipulation, many-shot, obfuscation,
+/// planted instructions) and 300 benign texts in the hardest shapes
+/// (documents full of rule words, security discussions, the writer's own
+/// prompts). Measured unseen at recall 0.775 and 8.3 % false positives, then
+/// tuned on: 0.869 and 2.3 %. Most of what it still misses asks for harm in
+/// disguise (a euphemism, a quiz, a thriller's monologue) without any
+/// injection, which the rules leave to a harm classifier. These bounds keep
+/// it from getting worse.
+#[test]
+fn the_fifty_fifth_round_does_not_get_worse() {
+    holds_bounds(
+        FIFTY_FIFTH,
+        Bounds {
+            size: (160, 300),
+            recall: 0.86,
+            fpr: 0.024,
+            margin: 0.8,
         },
     );
 }
