@@ -71,8 +71,8 @@ fn detector_beats_the_eight_substring_baseline_on_the_dev_corpus() {
     // hardest benign shapes, and the fifty-fifth, the hardest attack families
     // next to those shapes, do; the twenty-fourth, thirty-fifth,
     // thirty-seventh, fortieth, forty-fifth, fiftieth, fifty-first,
-    // fifty-fourth, fifty-sixth and fifty-eighth are unseen measurements,
-    // never tuned or trained on, pinned with the late rounds.
+    // fifty-fourth, fifty-sixth, fifty-eighth and sixtieth are unseen
+    // measurements, never tuned or trained on, pinned with the late rounds.
     let rows: Vec<Row> = load()
         .into_iter()
         .filter(|r| {
@@ -145,7 +145,7 @@ fn report(label: &str, ours: &Score, baseline: &Score) {
 /// `*_holdout15.jsonl` to `*_holdout42.jsonl`, `*_holdout44.jsonl` to
 /// `*_holdout47.jsonl`, `*_holdout50.jsonl`, `*_holdout51.jsonl`,
 /// `*_holdout53.jsonl`, `*_holdout54.jsonl` and `*_holdout56.jsonl` to
-/// `*_holdout58.jsonl`; the
+/// `*_holdout60.jsonl`; the
 /// eleventh is benign only, and the thirteenth and fourteenth, written against
 /// keyword filters, and the forty-third, on injections in processed content,
 /// have tests of their own):
@@ -205,6 +205,8 @@ fn detector_meets_the_goals_on_each_late_holdout_round() {
         "holdout56_",
         "holdout57_",
         "holdout58_",
+        "holdout59_",
+        "holdout60_",
     ] {
         let (ours, baseline) = measure_round(&all, round);
         assert!(
@@ -254,11 +256,11 @@ fn detector_keeps_false_alarms_rare_next_to_jailbreak_vocabulary() {
 /// were tuned on the twenty-ninth, the thirtieth (its false alarms only) and
 /// the thirty-first to thirty-fourth, the thirty-sixth, the thirty-eighth,
 /// the thirty-ninth, the forty-first, the forty-second, the forty-fourth,
-/// the forty-sixth, the forty-seventh, the forty-ninth, the fifty-third and
-/// the fifty-seventh after each had been measured unseen. The thirty-fifth, thirty-seventh,
-/// fortieth, forty-fifth, fiftieth, fifty-first, fifty-fourth, fifty-sixth
-/// and fifty-eighth, like the twenty-fourth, are measurements only.)
-const UNTUNED: [&str; 10] = [
+/// the forty-sixth, the forty-seventh, the forty-ninth, the fifty-third, the
+/// fifty-seventh and the fifty-ninth after each had been measured unseen. The thirty-fifth, thirty-seventh,
+/// fortieth, forty-fifth, fiftieth, fifty-first, fifty-fourth, fifty-sixth,
+/// fifty-eighth and sixtieth, like the twenty-fourth, are measurements only.)
+const UNTUNED: [&str; 11] = [
     "holdout24_",
     "holdout35_",
     "holdout37_",
@@ -269,6 +271,7 @@ const UNTUNED: [&str; 10] = [
     "holdout54_",
     "holdout56_",
     "holdout58_",
+    "holdout60_",
 ];
 
 /// What a round measured on its own must keep: its size (attacks, benign),
