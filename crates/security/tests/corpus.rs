@@ -74,7 +74,8 @@ fn detector_beats_the_eight_substring_baseline_on_the_dev_corpus() {
     // fifty-fourth, fifty-sixth, fifty-eighth and sixtieth are unseen
     // measurements, never tuned or trained on, pinned with the late rounds;
     // the sixty-first, an unseen measurement of attacks in other languages,
-    // and the sixty-second, attacks in twenty less common languages, have
+    // the sixty-second, attacks in twenty less common languages, and the
+    // sixty-third, context manipulation and agent attacks in sixteen, have
     // bounds of their own.
     let rows: Vec<Row> = load()
         .into_iter()
@@ -87,6 +88,7 @@ fn detector_beats_the_eight_substring_baseline_on_the_dev_corpus() {
                 && !r.family.starts_with(FIFTY_FIFTH)
                 && !r.family.starts_with(SIXTY_FIRST)
                 && !r.family.starts_with(SIXTY_SECOND)
+                && !r.family.starts_with(SIXTY_THIRD)
                 && !UNTUNED.iter().any(|u| r.family.starts_with(u))
         })
         .collect();
@@ -471,6 +473,30 @@ fn the_sixty_second_round_does_not_get_worse() {
             recall: 0.35,
             fpr: 0.0,
             margin: 0.3,
+        },
+    );
+}
+
+/// Family prefix of the sixty-third round.
+const SIXTY_THIRD: &str = "holdout63_";
+
+/// The sixty-third round holds personas, context manipulation,
+/// exfiltration, tool abuse and planted instructions in sixteen languages
+/// other than English, next to 320 benign texts in them (notices that
+/// suspend rules, emergency procedures, role-play for games). Measured
+/// unseen at recall 0.244 and 0.3 % false positives, then tuned on with
+/// concepts (a test or debug mode, a claimed authorisation, an earlier
+/// agreement, an emergency, money moved to an IBAN, no approval awaited):
+/// 0.300 at 0.3 %. These bounds keep it from getting worse.
+#[test]
+fn the_sixty_third_round_does_not_get_worse() {
+    holds_bounds(
+        SIXTY_THIRD,
+        Bounds {
+            size: (160, 320),
+            recall: 0.30,
+            fpr: 0.004,
+            margin: 0.25,
         },
     );
 }
