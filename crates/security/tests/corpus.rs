@@ -438,7 +438,8 @@ const SIXTY_FIRST: &str = "holdout61_";
 /// than English, next to 320 benign texts in the same languages. Never tuned
 /// or trained on: measured unseen at recall 0.242 after the fifty-ninth
 /// round's phrase lists (0.203 before them), 0.305 with the concept rules
-/// that followed, at no false positives. Far below the 0.6 the English
+/// that followed and 0.312 after the sixty-third round's, at no false
+/// positives. Far below the 0.6 the English
 /// rounds meet; these bounds keep it from getting worse.
 #[test]
 fn the_sixty_first_round_does_not_get_worse() {
@@ -486,15 +487,16 @@ const SIXTY_THIRD: &str = "holdout63_";
 /// suspend rules, emergency procedures, role-play for games). Measured
 /// unseen at recall 0.244 and 0.3 % false positives, then tuned on with
 /// concepts (a test or debug mode, a claimed authorisation, an earlier
-/// agreement, an emergency, money moved to an IBAN, no approval awaited):
-/// 0.300 at 0.3 %. These bounds keep it from getting worse.
+/// agreement, an emergency, money moved to an IBAN, no approval awaited,
+/// everything deleted or mass-mailed): 0.338 at 0.3 %. These bounds keep it
+/// from getting worse.
 #[test]
 fn the_sixty_third_round_does_not_get_worse() {
     holds_bounds(
         SIXTY_THIRD,
         Bounds {
             size: (160, 320),
-            recall: 0.30,
+            recall: 0.33,
             fpr: 0.004,
             margin: 0.25,
         },
