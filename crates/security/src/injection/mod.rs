@@ -23,9 +23,10 @@
 //!    fragments joined again (`ig nore`), words written together split at
 //!    their capitals (`IgnoreAllPrevious…`), quoted string literals that
 //!    split words joined (`['rev', 'eal ', 'the ', 'pass', 'word']`), and pig
-//!    Latin (`ignoreway`, or hyphenated: `ignore-ay our-yay`), text spelled backwards, the Atbash cipher and words written
-//!    without vowels (`gnr ll prvs nstrctns`) read back. One that
-//!    shows more rule evidence replaces the plain reading, plus a bonus.
+//!    Latin (`ignoreway`, or hyphenated: `ignore-ay our-yay`), text spelled
+//!    backwards, the Atbash cipher and words written without vowels
+//!    (`gnr ll prvs nstrctns`) read back. One that shows more rule evidence
+//!    replaces the plain reading, plus a bonus.
 //! 4. Base64, base32, Ascii85, base85, uuencoded, quoted-printable, hex,
 //!    binary, URL-encoded and Morse blobs, numeric HTML character references,
 //!    Braille, the NATO spelling alphabet and bits written in two kinds of
