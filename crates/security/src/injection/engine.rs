@@ -171,9 +171,11 @@ impl Drop for Scan {
         let vocabulary = std::mem::take(&mut self.vocabulary);
         Spare::give_back(|spare| {
             spare.normalized = Normalized {
-                text: String::from_utf8(Spare::kept(normalized.text.into_bytes()))
+                // Kept with their contents: the next ASCII scan overwrites
+                // what it reads and zeroes only room that is new.
+                text: String::from_utf8(Spare::kept_filled(normalized.text.into_bytes()))
                     .unwrap_or_default(),
-                offsets: Spare::kept(normalized.offsets),
+                offsets: Spare::kept_filled(normalized.offsets),
                 signals: Signals::default(),
                 words: Spare::kept(normalized.words),
             };
@@ -1299,6 +1301,15 @@ impl Spare {
                 .map(|mut spare| std::mem::take(&mut *spare))
                 .unwrap_or_default()
         })
+    }
+
+    /// `buffer` as it is, if its room is worth keeping (emptied otherwise).
+    fn kept_filled<T>(buffer: Vec<T>) -> Vec<T> {
+        if buffer.capacity() > Self::MAX_KEPT {
+            Vec::new()
+        } else {
+            buffer
+        }
     }
 
     /// `buffer` emptied, if its room is worth keeping.

@@ -371,11 +371,12 @@ const COPY_CHUNK: usize = 16;
 impl AsciiOut {
     /// Buffers (those of `reuse`) with room for the output of `n` input bytes.
     fn with_room(reuse: Normalized, n: usize) -> Self {
+        // Every byte and offset below the final length is written before it
+        // is read, so what the buffers held before may stay: only room that
+        // is new is zeroed, not the whole of it on every call.
         let mut text = reuse.text.into_bytes();
-        text.clear();
         text.resize(n + COPY_CHUNK, 0);
         let mut offsets = reuse.offsets;
-        offsets.clear();
         offsets.resize(n + COPY_CHUNK, 0);
         let mut words = reuse.words;
         words.clear();

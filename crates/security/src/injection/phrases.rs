@@ -54,14 +54,26 @@ fn short_key(word: &[u8]) -> Option<u64> {
 /// Dictionary words of up to eight bytes (packed, see [`short_key`]) → word
 /// id: an open-addressing table at most half full, so that a lookup, which a
 /// scan makes for nearly every word, is a multiply, one load and a compare.
-/// Packed words are never 0 (words hold no NUL), which marks an empty slot.
+/// A slot holds its key and its id side by side, so a lookup touches one
+/// cache line. Packed words are never 0 (words hold no NUL), which marks an
+/// empty slot.
 #[derive(Debug, Clone, Default)]
 struct ShortTable {
-    keys: Vec<u64>,
-    ids: Vec<u32>,
+    slots: Vec<ShortSlot>,
     len: usize,
     /// 64 − log2 of the slot count.
     shift: u32,
+}
+
+/// One slot of a [`ShortTable`]: a packed word (0 when empty) and its id.
+#[derive(Debug, Clone, Copy)]
+struct ShortSlot {
+    key: u64,
+    id: u32,
+}
+
+impl ShortSlot {
+    const EMPTY: Self = Self { key: 0, id: NONE };
 }
 
 impl ShortTable {
@@ -73,14 +85,14 @@ impl ShortTable {
     }
 
     fn get(&self, key: u64) -> Option<u32> {
-        let mask = self.keys.len().checked_sub(1)?;
+        let mask = self.slots.len().checked_sub(1)?;
         let mut at = self.slot(key);
         loop {
-            let found = self.keys[at];
-            if found == key {
-                return Some(self.ids[at]);
+            let found = self.slots[at];
+            if found.key == key {
+                return Some(found.id);
             }
-            if found == 0 {
+            if found.key == 0 {
                 return None;
             }
             at = (at + 1) & mask;
@@ -89,13 +101,12 @@ impl ShortTable {
 
     fn insert(&mut self, key: u64, id: u32) {
         debug_assert!(key != 0, "packed words are never 0");
-        if (self.len + 1) * 2 > self.keys.len() {
-            let slots = (self.keys.len() * 2).max(Self::MIN_SLOTS);
+        if (self.len + 1) * 2 > self.slots.len() {
+            let slots = (self.slots.len() * 2).max(Self::MIN_SLOTS);
             let old = std::mem::replace(
                 self,
                 Self {
-                    keys: vec![0; slots],
-                    ids: vec![NONE; slots],
+                    slots: vec![ShortSlot::EMPTY; slots],
                     len: 0,
                     shift: 64 - slots.trailing_zeros(),
                 },
@@ -104,24 +115,22 @@ impl ShortTable {
                 self.insert(key, id);
             }
         }
-        let mask = self.keys.len() - 1;
+        let mask = self.slots.len() - 1;
         let mut at = self.slot(key);
-        while self.keys[at] != 0 && self.keys[at] != key {
+        while self.slots[at].key != 0 && self.slots[at].key != key {
             at = (at + 1) & mask;
         }
-        if self.keys[at] == 0 {
+        if self.slots[at].key == 0 {
             self.len += 1;
         }
-        self.keys[at] = key;
-        self.ids[at] = id;
+        self.slots[at] = ShortSlot { key, id };
     }
 
     fn iter(&self) -> impl Iterator<Item = (u64, u32)> + '_ {
-        self.keys
+        self.slots
             .iter()
-            .zip(&self.ids)
-            .filter(|(key, _)| **key != 0)
-            .map(|(&key, &id)| (key, id))
+            .filter(|slot| slot.key != 0)
+            .map(|slot| (slot.key, slot.id))
     }
 
     fn is_empty(&self) -> bool {
@@ -947,7 +956,7 @@ mod tests {
         // A word added again keeps one slot, with its new id.
         table.insert(key(7), 70);
         assert_eq!(table.iter().count(), 10_000);
-        assert!(table.keys.len() >= 20_000, "at most half full");
+        assert!(table.slots.len() >= 20_000, "at most half full");
         for i in 0..10_000u64 {
             let want = if i == 7 {
                 70
