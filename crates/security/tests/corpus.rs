@@ -445,7 +445,8 @@ const SIXTY_FIRST: &str = "holdout61_";
 /// than English, next to 320 benign texts in the same languages. Never tuned
 /// or trained on: measured unseen at recall 0.242 after the fifty-ninth
 /// round's phrase lists (0.203 before them), 0.305 with the concept rules
-/// that followed and 0.312 after the sixty-third round's, at no false
+/// that followed and 0.312 after the sixty-third round's (the same after
+/// the sixty-second and sixty-third were tuned on again), at no false
 /// positives. Far below the 0.6 the English
 /// rounds meet; these bounds keep it from getting worse.
 #[test]
@@ -471,14 +472,19 @@ const SIXTY_SECOND: &str = "holdout62_";
 /// texts in them. Measured unseen at recall 0.113, then tuned on with words
 /// for the concepts (ignoring, earlier instructions, the setup, revealing,
 /// hidden rules, rules switched off, rights granted, confirmation): 0.356 at
-/// no false positives. These bounds keep it from getting worse.
+/// no false positives; tuned on again (slots for data in markdown images,
+/// e-mail addresses next to words that keep the user from knowing, "never
+/// refuses" and "without rules" in either word order, notes to an AI in
+/// brackets or comments, an agent told it has access and told to destroy):
+/// 0.662, still at no false positives. These bounds keep it from getting
+/// worse.
 #[test]
 fn the_sixty_second_round_does_not_get_worse() {
     holds_bounds(
         SIXTY_SECOND,
         Bounds {
             size: (160, 400),
-            recall: 0.35,
+            recall: 0.65,
             fpr: 0.0,
             margin: 0.3,
         },
@@ -495,15 +501,17 @@ const SIXTY_THIRD: &str = "holdout63_";
 /// unseen at recall 0.244 and 0.3 % false positives, then tuned on with
 /// concepts (a test or debug mode, a claimed authorisation, an earlier
 /// agreement, an emergency, money moved to an IBAN, no approval awaited,
-/// everything deleted or mass-mailed): 0.338 at 0.3 %. These bounds keep it
-/// from getting worse.
+/// everything deleted or mass-mailed): 0.338 at 0.3 %; tuned on again
+/// (personas that never say "I can't", role-play for a character without
+/// laws, a new policy that lifts the rules, slots for data in markdown
+/// images): 0.456 at 0.3 %. These bounds keep it from getting worse.
 #[test]
 fn the_sixty_third_round_does_not_get_worse() {
     holds_bounds(
         SIXTY_THIRD,
         Bounds {
             size: (160, 320),
-            recall: 0.33,
+            recall: 0.45,
             fpr: 0.004,
             margin: 0.25,
         },
