@@ -64,7 +64,7 @@ impl Score {
 }
 
 /// Family prefixes of the rounds with bounds tests of their own.
-const OWN_BOUNDS: [&str; 10] = [
+const OWN_BOUNDS: [&str; 11] = [
     THIRTEENTH,
     FOURTEENTH,
     FORTY_THIRD,
@@ -75,6 +75,7 @@ const OWN_BOUNDS: [&str; 10] = [
     SIXTY_SECOND,
     SIXTY_THIRD,
     SIXTY_FOURTH,
+    SIXTY_FIFTH,
 ];
 
 #[test]
@@ -531,8 +532,10 @@ const SIXTY_FOURTH: &str = "holdout64_";
 /// benign texts in them. Never tuned or trained on: measured unseen at
 /// recall 0.292 and 0.3 % false positives (0.208 with the detector from
 /// before the concept rules of the sixty-second and sixty-third rounds were
-/// extended; baseline 0.005). Far below the 0.6 the English rounds meet;
-/// these bounds keep it from getting worse.
+/// extended; baseline 0.005); its one false positive, a boss quoted telling
+/// someone to forget the previous instructions, went with the sixty-fifth
+/// round's tuning, which met five more of the kind. Far below the 0.6 the
+/// English rounds meet; these bounds keep it from getting worse.
 #[test]
 fn the_sixty_fourth_round_does_not_get_worse() {
     holds_bounds(
@@ -540,8 +543,35 @@ fn the_sixty_fourth_round_does_not_get_worse() {
         Bounds {
             size: (192, 320),
             recall: 0.29,
-            fpr: 0.004,
+            fpr: 0.0,
             margin: 0.25,
+        },
+    );
+}
+
+/// Family prefix of the sixty-fifth round.
+const SIXTY_FIFTH: &str = "holdout65_";
+
+/// The sixty-fifth round holds prompt leaks, context claims, tool abuse,
+/// fake platform messages and overrides in the sixteen languages of the
+/// sixty-first (three of each per language: blunt, polite, hidden in
+/// content), next to 320 benign texts in them, a third with the language's
+/// trigger words. Measured unseen at recall 0.300 and 1.6 % false positives
+/// (people quoted telling the writer to forget earlier instructions), then
+/// tuned on (such reported speech dampened; the first instructions asked
+/// for word for word; a bracketed system header in the language's words; a
+/// team of the platform or of the model's provider that puts this user
+/// above the configuration): 0.379 at no false positives. These bounds keep
+/// it from getting worse.
+#[test]
+fn the_sixty_fifth_round_does_not_get_worse() {
+    holds_bounds(
+        SIXTY_FIFTH,
+        Bounds {
+            size: (240, 320),
+            recall: 0.375,
+            fpr: 0.0,
+            margin: 0.3,
         },
     );
 }
