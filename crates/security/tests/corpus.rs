@@ -561,15 +561,17 @@ const SIXTY_FIFTH: &str = "holdout65_";
 /// tuned on (such reported speech dampened; the first instructions asked
 /// for word for word; a bracketed system header in the language's words; a
 /// team of the platform or of the model's provider that puts this user
-/// above the configuration): 0.379 at no false positives. These bounds keep
-/// it from getting worse.
+/// above the configuration; wiping or mass-sending with no confirmation
+/// wanted; rules said to be off, authorisations, agreements and a
+/// developer's approval claimed): 0.467 at no false positives. These bounds
+/// keep it from getting worse.
 #[test]
 fn the_sixty_fifth_round_does_not_get_worse() {
     holds_bounds(
         SIXTY_FIFTH,
         Bounds {
             size: (240, 320),
-            recall: 0.375,
+            recall: 0.46,
             fpr: 0.0,
             margin: 0.3,
         },
