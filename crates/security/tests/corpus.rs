@@ -532,7 +532,8 @@ const SIXTY_FOURTH: &str = "holdout64_";
 /// benign texts in them. Never tuned or trained on: measured unseen at
 /// recall 0.292 and 0.3 % false positives (0.208 with the detector from
 /// before the concept rules of the sixty-second and sixty-third rounds were
-/// extended; baseline 0.005); its one false positive, a boss quoted telling
+/// extended; baseline 0.005), 0.307 after the sixty-fifth round's tuning;
+/// its one false positive, a boss quoted telling
 /// someone to forget the previous instructions, went with the sixty-fifth
 /// round's tuning, which met five more of the kind. Far below the 0.6 the
 /// English rounds meet; these bounds keep it from getting worse.
@@ -563,15 +564,16 @@ const SIXTY_FIFTH: &str = "holdout65_";
 /// team of the platform or of the model's provider that puts this user
 /// above the configuration; wiping or mass-sending with no confirmation
 /// wanted; rules said to be off, authorisations, agreements and a
-/// developer's approval claimed): 0.467 at no false positives. These bounds
-/// keep it from getting worse.
+/// developer's approval claimed; overrides without spaces or with the verb
+/// last): 0.488 at no false positives. These bounds keep it from getting
+/// worse.
 #[test]
 fn the_sixty_fifth_round_does_not_get_worse() {
     holds_bounds(
         SIXTY_FIFTH,
         Bounds {
             size: (240, 320),
-            recall: 0.46,
+            recall: 0.48,
             fpr: 0.0,
             margin: 0.3,
         },
