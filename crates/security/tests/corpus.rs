@@ -448,16 +448,16 @@ const SIXTY_FIRST: &str = "holdout61_";
 /// or trained on: measured unseen at recall 0.242 after the fifty-ninth
 /// round's phrase lists (0.203 before them), 0.305 with the concept rules
 /// that followed and 0.312 after the sixty-third round's (the same after
-/// the sixty-second and sixty-third were tuned on again), at no false
-/// positives. Far below the 0.6 the English
-/// rounds meet; these bounds keep it from getting worse.
+/// the sixty-second and sixty-third were tuned on again), 0.352 after the
+/// sixty-fifth round's, at no false positives. Far below the 0.6 the
+/// English rounds meet; these bounds keep it from getting worse.
 #[test]
 fn the_sixty_first_round_does_not_get_worse() {
     holds_bounds(
         SIXTY_FIRST,
         Bounds {
             size: (128, 320),
-            recall: 0.30,
+            recall: 0.34,
             fpr: 0.0,
             margin: 0.25,
         },
@@ -478,7 +478,8 @@ const SIXTY_SECOND: &str = "holdout62_";
 /// e-mail addresses next to words that keep the user from knowing, "never
 /// refuses" and "without rules" in either word order, notes to an AI in
 /// brackets or comments, an agent told it has access and told to destroy):
-/// 0.675, still at no false positives. These bounds keep it from getting
+/// 0.675, and 0.694 after the sixty-fifth round's tuning, still at no
+/// false positives. These bounds keep it from getting
 /// worse.
 #[test]
 fn the_sixty_second_round_does_not_get_worse() {
@@ -486,7 +487,7 @@ fn the_sixty_second_round_does_not_get_worse() {
         SIXTY_SECOND,
         Bounds {
             size: (160, 400),
-            recall: 0.65,
+            recall: 0.68,
             fpr: 0.0,
             margin: 0.3,
         },
@@ -508,14 +509,15 @@ const SIXTY_THIRD: &str = "holdout63_";
 /// laws, a new policy that lifts the rules, slots for data in markdown
 /// images, notes to an AI in the language's own words, account numbers
 /// wherever a transfer is spoken of, links mass-sent to every contact):
-/// 0.481 at 0.3 %. These bounds keep it from getting worse.
+/// 0.481 at 0.3 %, and 0.531 after the sixty-fifth round's tuning. These
+/// bounds keep it from getting worse.
 #[test]
 fn the_sixty_third_round_does_not_get_worse() {
     holds_bounds(
         SIXTY_THIRD,
         Bounds {
             size: (160, 320),
-            recall: 0.475,
+            recall: 0.52,
             fpr: 0.004,
             margin: 0.25,
         },
