@@ -64,7 +64,7 @@ impl Score {
 }
 
 /// Family prefixes of the rounds with bounds tests of their own.
-const OWN_BOUNDS: [&str; 11] = [
+const OWN_BOUNDS: [&str; 12] = [
     THIRTEENTH,
     FOURTEENTH,
     FORTY_THIRD,
@@ -76,6 +76,7 @@ const OWN_BOUNDS: [&str; 11] = [
     SIXTY_THIRD,
     SIXTY_FOURTH,
     SIXTY_FIFTH,
+    SIXTY_SIXTH,
 ];
 
 #[test]
@@ -577,6 +578,30 @@ fn the_sixty_fifth_round_does_not_get_worse() {
             size: (240, 320),
             recall: 0.48,
             fpr: 0.0,
+            margin: 0.3,
+        },
+    );
+}
+
+/// Family prefix of the sixty-sixth round.
+const SIXTY_SIXTH: &str = "holdout66_";
+
+/// The sixty-sixth round measures the eight kinds in the sixteen languages
+/// of the sixty-first, written the way real users and attackers write
+/// (typos, missing accents, slang, English words mixed in, romanised Hindi
+/// and Persian), next to 320 benign texts in the same style. Never tuned or
+/// trained on: measured unseen at recall 0.362 and 1.25 % false positives
+/// (innocent uses of "ignore the previous instructions"), where the detector
+/// of the start of the stop that wrote it had 0.306 and 2.5 % (baseline
+/// 0.025 and 0 %). These bounds keep it from getting worse.
+#[test]
+fn the_sixty_sixth_round_does_not_get_worse() {
+    holds_bounds(
+        SIXTY_SIXTH,
+        Bounds {
+            size: (160, 320),
+            recall: 0.35,
+            fpr: 0.013,
             margin: 0.3,
         },
     );
