@@ -1315,11 +1315,7 @@ impl Spare {
     /// `buffer` emptied, if its room is worth keeping.
     fn kept<T>(mut buffer: Vec<T>) -> Vec<T> {
         buffer.clear();
-        if buffer.capacity() > Self::MAX_KEPT {
-            Vec::new()
-        } else {
-            buffer
-        }
+        Self::kept_filled(buffer)
     }
 }
 
